@@ -1,0 +1,13 @@
+"""The one exception type for failures a user should see as a single line."""
+
+
+class UserError(Exception):
+    """A failure reported as one line on stderr, then exit with `status`."""
+
+    def __init__(self, message: str, status: int = 1):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+    def __str__(self) -> str:
+        return self.message
