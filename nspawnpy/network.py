@@ -1,0 +1,598 @@
+"""Container networking: veth, bridge, zone, macvlan, ipvlan and interface moves.
+
+`NetworkPlan` is pure data built from the settings; `setup(plan, pid)` creates the
+kernel objects (rtnetlink via pyroute2, imported lazily) and returns a `Network`
+that remembers everything it made, so `teardown()` can undo it — also from a
+forked copy of the object in a separate cleanup process.
+"""
+
+import errno
+import fcntl
+import logging
+import os
+
+from nspawnpy import netspec
+from nspawnpy.errors import UserError
+
+log = logging.getLogger("nspawnpy.network")
+
+CLONE_NEWNET = 0x40000000
+NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3)
+RUN_DIR = "/run/nspawnpy"
+ZONE_LOCK = RUN_DIR + "/network-zone.lock"
+ZONE_MARKERS = RUN_DIR + "/zones"  # one empty file per vz- bridge we created
+
+
+# ---------------------------------------------------------------------------
+# the plan
+
+
+class NetworkPlan:
+    """What the container's network should look like; built from settings, no side effects."""
+
+    def __init__(self, machine):
+        self.machine = machine
+        self.private_network = False
+        self.veth = False
+        self.bridge = None        # existing bridge to join (--network-bridge)
+        self.zone_bridge = None   # vz-ZONE (--network-zone)
+        self.veth_extra = []      # [(host, container)]
+        self.interfaces = []      # [(host, container_name)]
+        self.macvlan = []         # [(parent, name in container)]
+        self.ipvlan = []          # [(parent, name in container)]
+        self.netns_path = None
+        self.ports = []           # [netspec.Port]
+
+    @property
+    def needs_netns(self) -> bool:
+        return self.netns_path is None and bool(
+            self.private_network or self.veth or self.veth_extra or self.interfaces
+            or self.macvlan or self.ipvlan or self.bridge or self.zone_bridge)
+
+    @property
+    def host_veth_name(self):
+        if not self.veth:
+            return None
+        return netspec.veth_host_name(self.machine, bridged=bool(self.bridge or self.zone_bridge))
+
+    def container_ifnames(self):
+        """Every interface name this plan puts into the container."""
+        names = ["host0"] if self.veth else []
+        names += [c for _, c in self.veth_extra]
+        names += [c for _, c in self.interfaces]
+        names += [n for _, n in self.macvlan] + [n for _, n in self.ipvlan]
+        return names
+
+    def __repr__(self):
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"NetworkPlan({fields})"
+
+    @classmethod
+    def from_settings(cls, s) -> "NetworkPlan":
+        plan = cls(s.machine)
+        plan.private_network = bool(getattr(s, "private_network", False))
+        plan.veth = bool(getattr(s, "network_veth", False))
+        bridge = getattr(s, "network_bridge", None)
+        zone = getattr(s, "network_zone", None)
+        plan.netns_path = getattr(s, "network_namespace_path", None) or None
+
+        def bad(what, spec, e):
+            return UserError(f"Invalid {what} '{spec}': {e}")
+
+        if bridge and zone:
+            raise UserError("--network-bridge= and --network-zone= cannot be combined")
+        if bridge:
+            try:
+                plan.bridge = netspec.check_ifname(bridge)
+            except ValueError as e:
+                raise bad("--network-bridge=", bridge, e)
+        if zone:
+            if zone.startswith("vz-"):
+                zone = zone[3:]
+            try:
+                plan.zone_bridge = netspec.zone_bridge_name(zone)
+            except ValueError as e:
+                raise UserError(f"Invalid --network-zone=: {e}")
+        if plan.bridge or plan.zone_bridge:
+            plan.veth = True
+
+        for spec in getattr(s, "network_veth_extra", None) or []:
+            try:
+                host, cont = netspec.parse_iface_pair(spec)
+            except ValueError as e:
+                raise bad("--network-veth-extra=", spec, e)
+            plan.veth_extra.append((host, cont or host))
+        for spec in getattr(s, "network_interfaces", None) or []:
+            try:
+                host, cont = netspec.parse_iface_pair(spec)
+            except ValueError as e:
+                raise bad("--network-interface=", spec, e)
+            plan.interfaces.append((host, cont or host))
+        for attr, option, namer, dest in (
+                ("network_macvlan", "--network-macvlan=", netspec.macvlan_name, plan.macvlan),
+                ("network_ipvlan", "--network-ipvlan=", netspec.ipvlan_name, plan.ipvlan)):
+            for spec in getattr(s, attr, None) or []:
+                try:
+                    parent, cont = netspec.parse_iface_pair(spec)
+                except ValueError as e:
+                    raise bad(option, spec, e)
+                dest.append((parent, netspec.shorten_ifname(cont) if cont else namer(parent)))
+
+        for spec in getattr(s, "ports", None) or []:
+            try:
+                port = netspec.parse_port(spec)
+            except ValueError as e:
+                raise bad("--port=", spec, e)
+            if any(p.proto == port.proto and p.host_port == port.host_port for p in plan.ports):
+                raise UserError(f"Duplicate port specification: {spec}")
+            plan.ports.append(port)
+
+        if plan.netns_path and (plan.private_network or plan.veth or plan.veth_extra or plan.interfaces
+                                or plan.macvlan or plan.ipvlan):
+            raise UserError("--network-namespace-path= cannot be combined with other network options")
+
+        # Names must not collide, neither on the host nor inside the container.
+        host_names = [h for h, _ in plan.veth_extra]
+        if plan.veth:
+            host_names.append(plan.host_veth_name)
+        dup = _first_duplicate(host_names)
+        if dup:
+            raise UserError(f"Network interface name {dup} is used twice on the host side")
+        dup = _first_duplicate(plan.container_ifnames())
+        if dup:
+            raise UserError(f"Network interface name {dup} is used twice inside the container")
+        dup = _first_duplicate([h for h, _ in plan.interfaces])
+        if dup:
+            raise UserError(f"Network interface {dup} is moved into the container twice")
+
+        if plan.ports:
+            if not plan.needs_netns:
+                raise UserError("--port= requires private networking (e.g. --network-veth)")
+            raise UserError("--port= is not supported yet: nspawnpy does not set up DNAT rules "
+                            "(pyroute2's nftables support cannot express NAT rules)")
+        return plan
+
+
+def _first_duplicate(items):
+    seen = set()
+    for i in items:
+        if i in seen:
+            return i
+        seen.add(i)
+    return None
+
+
+# ---------------------------------------------------------------------------
+# namespaces
+
+
+def _libc():
+    import ctypes
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _setns(fd: int, nstype: int = CLONE_NEWNET) -> None:
+    import ctypes
+    if _libc().setns(fd, nstype) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+
+
+def open_netns(path: str) -> int:
+    """Open `path` and check that it is a network namespace; returns an O_CLOEXEC fd."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise UserError(f"Failed to open network namespace {path}: {e.strerror}")
+    try:
+        nstype = fcntl.ioctl(fd, NS_GET_NSTYPE)
+    except OSError as e:
+        os.close(fd)
+        if e.errno in (errno.ENOTTY, errno.EINVAL):
+            raise UserError(f"{path} is not a namespace file")
+        raise UserError(f"Failed to check namespace type of {path}: {e.strerror}")
+    if nstype != CLONE_NEWNET:
+        os.close(fd)
+        raise UserError(f"{path} is not a network namespace")
+    return fd
+
+
+def _rtnl(netns_fd=None):
+    """An IPRoute socket; with `netns_fd`, bound to that network namespace.
+
+    A netlink socket stays in the namespace it was created in, so the calling
+    thread enters the namespace just long enough to create it.
+    """
+    from pyroute2 import IPRoute
+    if netns_fd is None:
+        return IPRoute()
+    here = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _setns(netns_fd)
+        try:
+            return IPRoute()
+        finally:
+            _setns(here)
+    finally:
+        os.close(here)
+
+
+def _err(e) -> str:
+    code = getattr(e, "code", None)
+    if isinstance(code, int) and code > 0:
+        return os.strerror(code)
+    return str(e)
+
+
+def _lookup(ipr, name):
+    idx = ipr.link_lookup(ifname=name)
+    return idx[0] if idx else None
+
+
+def _link_name(ipr, index):
+    from pyroute2.netlink.exceptions import NetlinkError
+    try:
+        return ipr.get_links(index)[0].get_attr("IFLA_IFNAME")
+    except NetlinkError:
+        return None
+
+
+# ---------------------------------------------------------------------------
+# the live network
+
+
+class Network:
+    """Everything `setup()` created; `teardown()` undoes it (idempotent)."""
+
+    def __init__(self, plan):
+        self.plan = plan
+        self.ifindexes = []
+        self.host_netns_fd = None
+        self.container_netns_fd = None
+        self.host_links = []      # [(name, ifindex)] veth ends on the host, deleted on teardown
+        self.container_links = [] # [(name, ifindex)] macvlan/ipvlan inside the container
+        self.moved = []           # [(original name, host ifindex, name in container, container ifindex)]
+        self.zone_bridge = None
+        self.torn_down = False
+
+    def __repr__(self):
+        return (f"Network(ifindexes={self.ifindexes}, host_links={self.host_links}, "
+                f"container_links={self.container_links}, moved={self.moved}, zone={self.zone_bridge})")
+
+    # -- teardown ----------------------------------------------------------
+
+    def teardown(self) -> None:
+        if self.torn_down:
+            return
+        self.torn_down = True
+        try:
+            self._move_back()
+            self._delete_links()
+            if self.zone_bridge:
+                with _ZoneLock():
+                    _remove_bridge_if_empty(self.zone_bridge)
+        finally:
+            for attr in ("container_netns_fd", "host_netns_fd"):
+                fd = getattr(self, attr)
+                if fd is not None:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+                    setattr(self, attr, None)
+
+    def _move_back(self):
+        if not self.moved:
+            return
+        from pyroute2.netlink.exceptions import NetlinkError
+        inner = _rtnl(self.container_netns_fd) if self.container_netns_fd is not None else None
+        host = _rtnl()
+        try:
+            for orig, host_idx, cname, cidx in reversed(self.moved):
+                if inner is not None and _link_name(inner, cidx) == cname:
+                    try:
+                        inner.link("set", index=cidx, net_ns_fd=self.host_netns_fd, ifname=orig)
+                        continue
+                    except NetlinkError as e:
+                        if e.code != errno.EEXIST:
+                            log.warning("Failed to move %s back to the host: %s", cname, _err(e))
+                            continue
+                    # The original name was taken meanwhile: keep the container's name.
+                    try:
+                        inner.link("set", index=cidx, net_ns_fd=self.host_netns_fd)
+                        log.warning("Interface %s moved back as %s: the name %s is taken", orig, cname, orig)
+                    except NetlinkError as e:
+                        log.warning("Failed to move %s back to the host: %s", cname, _err(e))
+                    continue
+                # Not in the container (any more): when its namespace died the kernel moved
+                # a physical device back by itself (virtual ones are destroyed with it).
+                if _lookup(host, orig) is not None:
+                    continue
+                for cand in (host_idx, cidx):
+                    name = _link_name(host, cand)
+                    if name is None or not (name in (orig, cname) or name.startswith("dev")):
+                        continue  # an unrelated link that reuses the index
+                    try:
+                        host.link("set", index=cand, ifname=orig)
+                    except NetlinkError as e:
+                        log.warning("Failed to rename %s back to %s: %s", name, orig, _err(e))
+                    break
+        finally:
+            host.close()
+            if inner is not None:
+                inner.close()
+
+    def _delete_links(self):
+        from pyroute2.netlink.exceptions import NetlinkError
+        if self.container_links and self.container_netns_fd is not None:
+            inner = _rtnl(self.container_netns_fd)
+            try:
+                for name, idx in reversed(self.container_links):
+                    if _link_name(inner, idx) == name:
+                        try:
+                            inner.link("del", index=idx)
+                        except NetlinkError as e:
+                            if e.code != errno.ENODEV:
+                                log.warning("Failed to remove %s: %s", name, _err(e))
+            finally:
+                inner.close()
+        if self.host_links:
+            host = _rtnl()
+            try:
+                for name, idx in reversed(self.host_links):
+                    if _link_name(host, idx) == name:
+                        try:
+                            host.link("del", index=idx)
+                        except NetlinkError as e:
+                            if e.code != errno.ENODEV:
+                                log.warning("Failed to remove %s: %s", name, _err(e))
+            finally:
+                host.close()
+
+    def forward_ports(self, container_ip):
+        if self.plan.ports:
+            raise UserError("--port= is not supported yet")
+
+
+# ---------------------------------------------------------------------------
+# zones
+
+
+class _ZoneLock:
+    """System-wide lock so that checking a zone bridge for members and removing it is atomic."""
+
+    def __enter__(self):
+        os.makedirs(RUN_DIR, mode=0o755, exist_ok=True)
+        self.fd = os.open(ZONE_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)
+
+
+def _bridge_is_empty(name):
+    """True if empty, False if it has ports, None if there is no such bridge."""
+    try:
+        return not os.listdir(f"/sys/class/net/{name}/brif")
+    except FileNotFoundError:
+        return None
+
+
+def _remove_bridge_if_empty(name):
+    from pyroute2.netlink.exceptions import NetlinkError
+    empty = _bridge_is_empty(name)
+    if empty:
+        with _rtnl() as ipr:
+            idx = _lookup(ipr, name)
+            if idx is not None:
+                try:
+                    ipr.link("del", index=idx)
+                except NetlinkError as e:
+                    if e.code != errno.ENODEV:
+                        log.warning("Failed to remove bridge %s: %s", name, _err(e))
+    if empty or empty is None:
+        try:
+            os.unlink(os.path.join(ZONE_MARKERS, name))
+        except FileNotFoundError:
+            pass
+
+
+def _remove_stale_zone_bridges():
+    """Drop empty vz- bridges a killed nspawnpy created but never removed (lock held)."""
+    try:
+        names = os.listdir(ZONE_MARKERS)
+    except FileNotFoundError:
+        return
+    for name in names:
+        if name.startswith("vz-"):
+            _remove_bridge_if_empty(name)
+
+
+# ---------------------------------------------------------------------------
+# setup
+
+
+def setup(plan: NetworkPlan, pid: int) -> Network:
+    """Create the plan's links for the container whose PID 1 is `pid` (host PID)."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    net = Network(plan)
+    if not plan.needs_netns:
+        return net
+    try:
+        net.container_netns_fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        net.host_netns_fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        net.teardown()
+        raise UserError(f"Failed to open network namespace of PID {pid}: {e.strerror}")
+    if os.path.samestat(os.fstat(net.container_netns_fd), os.fstat(net.host_netns_fd)):
+        net.teardown()
+        raise UserError(f"PID {pid} does not have its own network namespace")
+
+    try:
+        with _rtnl() as ipr:
+            _precheck(plan, ipr)
+            _setup_veth(plan, net, ipr)
+            _setup_veth_extra(plan, net, ipr)
+            _setup_vlans(plan, net, ipr)
+            _move_interfaces(plan, net, ipr)
+    except UserError:
+        net.teardown()
+        raise
+    except (NetlinkError, OSError, ValueError) as e:
+        net.teardown()
+        raise UserError(f"Failed to set up container network: {_err(e)}")
+    except BaseException:
+        net.teardown()
+        raise
+    return net
+
+
+def _precheck(plan, ipr):
+    """Refuse before creating anything if a name is taken or a parent is missing."""
+    for name in filter(None, [plan.host_veth_name] + [h for h, _ in plan.veth_extra]):
+        if _lookup(ipr, name) is not None:
+            raise UserError(f"Network interface {name} already exists on the host")
+    if plan.bridge:
+        idx = _lookup(ipr, plan.bridge)
+        if idx is None:
+            raise UserError(f"Bridge interface {plan.bridge} does not exist")
+        if not os.path.isdir(f"/sys/class/net/{plan.bridge}/bridge"):
+            raise UserError(f"Network interface {plan.bridge} is not a bridge")
+    if plan.zone_bridge and _lookup(ipr, plan.zone_bridge) is not None \
+            and not os.path.isdir(f"/sys/class/net/{plan.zone_bridge}/bridge"):
+        raise UserError(f"Network interface {plan.zone_bridge} exists but is not a bridge")
+    for what, pairs in (("MACVLAN parent", plan.macvlan), ("IPVLAN parent", plan.ipvlan),
+                        ("Network", plan.interfaces)):
+        for parent, _ in pairs:
+            if _lookup(ipr, parent) is None:
+                raise UserError(f"{what} interface {parent} does not exist")
+
+
+def _add_veth(net, ipr, host, host_mac, cont, cont_mac, altname=None):
+    from pyroute2.netlink.exceptions import NetlinkError
+    try:
+        ipr.link("add", ifname=host, kind="veth", address=host_mac,
+                 peer={"ifname": cont, "address": cont_mac, "net_ns_fd": net.container_netns_fd})
+    except NetlinkError as e:
+        raise UserError(f"Failed to add veth interfaces ({host}:{cont}): {_err(e)}")
+    idx = _lookup(ipr, host)
+    net.host_links.append((host, idx))
+    if altname:
+        try:
+            ipr.link("property_add", index=idx, altname=altname)
+        except NetlinkError as e:
+            log.warning("Failed to set alternative name %s on %s, ignoring: %s", altname, host, _err(e))
+    return idx
+
+
+def _setup_veth(plan, net, ipr):
+    if not plan.veth:
+        return
+    from pyroute2.netlink.exceptions import NetlinkError
+    m = plan.machine
+    try:
+        mid = netspec.read_machine_id()
+    except ValueError as e:
+        raise UserError(f"Failed to generate predictable MAC addresses: {e}")
+    name = plan.host_veth_name
+    full = ("vb-" if (plan.bridge or plan.zone_bridge) else "ve-") + m
+    if name != full:
+        log.warning("Network interface name '%s' has been changed to '%s' to fit length constraints.", full, name)
+    idx = _add_veth(net, ipr, name, netspec.container_mac(m, netspec.HOST_KEY, 0, mid),
+                    "host0", netspec.container_mac(m, netspec.CONTAINER_KEY, 0, mid),
+                    altname=full if name != full and len(full) < 128 else None)
+    bridge = plan.bridge or plan.zone_bridge
+    if not bridge:
+        ipr.link("set", index=idx, state="up")
+        net.ifindexes.append(idx)
+        return
+    if plan.zone_bridge:
+        with _ZoneLock():
+            _remove_stale_zone_bridges()
+            br = _lookup(ipr, bridge)
+            if br is None:
+                try:
+                    ipr.link("add", ifname=bridge, kind="bridge")
+                except NetlinkError as e:
+                    raise UserError(f"Failed to create bridge interface {bridge}: {_err(e)}")
+                br = _lookup(ipr, bridge)
+                os.makedirs(ZONE_MARKERS, mode=0o755, exist_ok=True)
+                open(os.path.join(ZONE_MARKERS, bridge), "w").close()
+            net.zone_bridge = bridge
+            ipr.link("set", index=br, state="up")
+            _join_bridge(ipr, idx, name, br, bridge)
+    else:
+        br = _lookup(ipr, bridge)
+        _join_bridge(ipr, idx, name, br, bridge)
+    net.ifindexes.append(br)
+
+
+def _join_bridge(ipr, idx, name, br, bridge):
+    from pyroute2.netlink.exceptions import NetlinkError
+    try:
+        ipr.link("set", index=idx, master=br, state="up")
+    except NetlinkError as e:
+        raise UserError(f"Failed to add interface {name} to bridge {bridge}: {_err(e)}")
+
+
+def _setup_veth_extra(plan, net, ipr):
+    if not plan.veth_extra:
+        return
+    try:
+        mid = netspec.read_machine_id()
+    except ValueError as e:
+        raise UserError(f"Failed to generate predictable MAC addresses: {e}")
+    for i, (host, cont) in enumerate(plan.veth_extra):
+        _add_veth(net, ipr, host, netspec.container_mac(plan.machine, netspec.VETH_EXTRA_HOST_KEY, i, mid),
+                  cont, netspec.container_mac(plan.machine, netspec.VETH_EXTRA_CONTAINER_KEY, i, mid))
+
+
+def _setup_vlans(plan, net, ipr):
+    if not (plan.macvlan or plan.ipvlan):
+        return
+    from pyroute2.netlink.exceptions import NetlinkError
+    inner = _rtnl(net.container_netns_fd)
+    try:
+        if plan.macvlan:
+            try:
+                mid = netspec.read_machine_id()
+            except ValueError as e:
+                raise UserError(f"Failed to create MACVLAN MAC address: {e}")
+        for i, (parent, name) in enumerate(plan.macvlan):
+            try:
+                ipr.link("add", ifname=name, kind="macvlan", link=_lookup(ipr, parent), macvlan_mode="bridge",
+                         address=netspec.container_mac(plan.machine, netspec.MACVLAN_KEY, i, mid),
+                         net_ns_fd=net.container_netns_fd)
+            except NetlinkError as e:
+                raise UserError(f"Failed to add macvlan interface {name} on {parent}: {_err(e)}")
+            net.container_links.append((name, _lookup(inner, name)))
+        for parent, name in plan.ipvlan:
+            try:
+                ipr.link("add", ifname=name, kind="ipvlan", link=_lookup(ipr, parent), ipvlan_mode=0,
+                         net_ns_fd=net.container_netns_fd)
+            except NetlinkError as e:
+                hint = " (kernel without ipvlan support?)" if e.code == errno.EOPNOTSUPP else ""
+                raise UserError(f"Failed to add ipvlan interface {name} on {parent}: {_err(e)}{hint}")
+            net.container_links.append((name, _lookup(inner, name)))
+    finally:
+        inner.close()
+
+
+def _move_interfaces(plan, net, ipr):
+    if not plan.interfaces:
+        return
+    from pyroute2.netlink.exceptions import NetlinkError
+    inner = _rtnl(net.container_netns_fd)
+    try:
+        for orig, cname in plan.interfaces:
+            idx = _lookup(ipr, orig)
+            kw = {"ifname": cname} if cname != orig else {}
+            try:
+                ipr.link("set", index=idx, net_ns_fd=net.container_netns_fd, **kw)
+            except NetlinkError as e:
+                raise UserError(f"Failed to move interface {orig} into the container: {_err(e)}")
+            net.moved.append((orig, idx, cname, _lookup(inner, cname)))
+    finally:
+        inner.close()
