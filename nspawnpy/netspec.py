@@ -5,7 +5,7 @@ library modules that are loaded anyway.  `network.py` does the kernel work.
 """
 
 import os
-from typing import NamedTuple, Optional, Tuple
+from collections import namedtuple
 
 from nspawnpy.siphash import siphash24
 
@@ -25,10 +25,10 @@ _URLSAFE_B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_
 _OLD_NAMING_SCHEMES = {"v238", "v239", "v240", "v241", "v243", "v245", "v247", "v249"}
 
 
-class Port(NamedTuple):
-    proto: str  # "tcp" or "udp"
-    host_port: int
-    container_port: int
+class Port(namedtuple("Port", "proto host_port container_port")):
+    """A --port= mapping; proto is "tcp" or "udp"."""
+
+    __slots__ = ()
 
     def __str__(self) -> str:
         return f"{self.proto}:{self.host_port}:{self.container_port}"
@@ -80,7 +80,7 @@ def check_ifname(name: str) -> str:
     return name
 
 
-def parse_iface_pair(spec: str) -> Tuple[str, Optional[str]]:
+def parse_iface_pair(spec: str) -> "tuple[str, str | None]":
     """Parse `IF[:CIF]`; the second element is None when no container name is given."""
     host, sep, cont = spec.partition(":")
     check_ifname(host)
@@ -108,7 +108,7 @@ def _naming_scheme_has_long_hash() -> bool:
     return scheme not in _OLD_NAMING_SCHEMES
 
 
-def shorten_ifname(name: str, long_hash: Optional[bool] = None) -> str:
+def shorten_ifname(name: str, long_hash: "bool | None" = None) -> str:
     """Make `name` fit in 15 characters the way nspawn does.
 
     Naming scheme v250 and later: the first 11 characters, then 4 URL-safe
@@ -169,7 +169,7 @@ def read_machine_id(path: str = "/etc/machine-id") -> bytes:
     return mid
 
 
-def container_mac(machine: str, key: bytes, idx: int = 0, host_machine_id: Optional[bytes] = None) -> str:
+def container_mac(machine: str, key: bytes, idx: int = 0, host_machine_id: "bytes | None" = None) -> str:
     """Stable MAC for a link of `machine`: siphash24(machine-id ‖ name [‖ LE64 idx]) → 6 bytes.
 
     The multicast bit is cleared and the locally-administered bit set.
