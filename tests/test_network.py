@@ -644,3 +644,56 @@ def test_launcher_creates_host0_with_the_stable_mac(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == netspec.container_mac("te2e", netspec.CONTAINER_KEY)
     assert "ve-te2e" not in link_names()
+
+
+# ---------------------------------------------------------------------------
+# against the real systemd-nspawn
+
+NSPAWN_IN_CGROUP = r"""
+# Run systemd-nspawn in throwaway cgroups (it leaves payload/supervisor groups behind
+# when started from the root cgroup) and remove them afterwards.
+cg=nspawnpy-nettest-$$
+for h in systemd unified; do
+    mkdir -p /sys/fs/cgroup/$h/$cg && echo $$ > /sys/fs/cgroup/$h/$cg/cgroup.procs
+done
+systemd-nspawn --register=no --keep-unit -q -D "$ROOT" -M "$NAME" --network-veth \
+    --network-veth-extra=txref:cxref /bin/sh -c \
+    'cat /sys/class/net/host0/address /sys/class/net/cxref/address; sleep 2'
+rc=$?
+for h in systemd unified; do
+    echo $$ > /sys/fs/cgroup/$h/cgroup.procs
+    find /sys/fs/cgroup/$h/$cg -depth -type d -exec rmdir {} \; 2>/dev/null
+done
+exit $rc
+"""
+
+
+@needs_root
+@pytest.mark.skipif(not (shutil.which("systemd-nspawn") and os.path.isdir("/var/tmp/bb")),
+                    reason="needs systemd-nspawn and the busybox root /var/tmp/bb")
+def test_names_and_macs_match_the_real_systemd_nspawn(tmp_path):
+    name = "tnspawnreferencecheck"
+    root = tmp_path / "root"
+    shutil.copytree("/var/tmp/bb", root, symlinks=True)
+    propagate = Path("/run/systemd/nspawn/propagate") / name
+    had_propagate = propagate.exists()
+    env = dict(os.environ, ROOT=str(root), NAME=name)
+    p = subprocess.Popen(["sh", "-c", NSPAWN_IN_CGROUP], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        host0 = p.stdout.readline().strip()
+        cxref = p.stdout.readline().strip()
+        host_name = netspec.veth_host_name(name)
+        assert host_name != "ve-" + name and len(host_name) == 15
+        names = link_names()
+        assert host_name in names, (names, p.stderr.read() if p.poll() is not None else "")
+        assert mac_of(host_name) == netspec.container_mac(name, netspec.HOST_KEY)
+        assert mac_of("txref") == netspec.container_mac(name, netspec.VETH_EXTRA_HOST_KEY, 0)
+        assert host0 == netspec.container_mac(name, netspec.CONTAINER_KEY)
+        assert cxref == netspec.container_mac(name, netspec.VETH_EXTRA_CONTAINER_KEY, 0)
+    finally:
+        p.wait(timeout=60)
+        if not had_propagate and propagate.is_dir():
+            shutil.rmtree(propagate, ignore_errors=True)
+        sh(f"ip link del {netspec.veth_host_name(name)}", check=False)
+        sh("ip link del txref", check=False)
