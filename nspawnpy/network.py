@@ -4,6 +4,11 @@
 kernel objects (rtnetlink via pyroute2, imported lazily) and returns a `Network`
 that remembers everything it made, so `teardown()` can undo it — also from a
 forked copy of the object in a separate cleanup process.
+
+The `Network` keeps an fd on the container's network namespace until teardown, so
+interfaces moved into it can still be moved back after the payload has exited.
+Unlike nspawn, the host ends ve-/vb- and a zone's vz- bridge are brought up here
+(nspawn leaves ve- and vz- to networkd).
 """
 
 import errno

@@ -7,7 +7,6 @@ stays on the host as the parent for macvlan/ipvlan.  Everything is checked with
 """
 
 import configparser
-import ctypes
 import os
 import shutil
 import signal
