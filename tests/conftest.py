@@ -1,0 +1,153 @@
+"""Fixtures shared by every test file.
+
+  repo                 Path of the checkout
+  nspawnpy_cmd         ["/usr/bin/python3", "-m", "nspawnpy"]   (run it with nspawnpy_env)
+  nspawnpy_env         environment for it (PYTHONPATH=repo)
+  run_nspawnpy         run_nspawnpy(*args, input=None, timeout=60, check=None) -> CompletedProcess
+  busybox_root         fresh busybox tree per test, under /var/tmp, removed afterwards
+  debian_root          fresh Debian bookworm tree per test (from the cached tarball)
+  testhost             session-wide systemd test host (see testhost.TestHost)
+  systemd_nspawn       run_systemd_nspawn(args, ...) for the installed systemd-nspawn (skips if absent)
+
+Helpers: leftovers(under=None) -> list[str]; skip_unless(cond, reason).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+if os.path.dirname(__file__) not in sys.path:
+    sys.path.insert(0, os.path.dirname(__file__))
+
+import rootfs  # noqa: E402
+import testhost as _testhost  # noqa: E402
+from testhost import leftovers, check_result  # noqa: E402,F401  (re-exported for tests)
+
+REPO = Path(__file__).resolve().parent.parent
+PYTHON = "/usr/bin/python3"
+SCRATCH = Path("/var/tmp")
+
+
+def pytest_sessionstart(session):
+    # Fixtures of sessions that were killed (SIGKILL) could not tear down: do it for them.
+    _testhost.reap_stale(SCRATCH)
+
+
+def skip_unless(cond, reason: str) -> None:
+    """Skip the calling test with *reason* unless *cond* holds."""
+    if not cond:
+        pytest.skip(reason)
+
+
+def _nspawnpy_env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.setdefault("LANG", "C.UTF-8")
+    return env
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def nspawnpy_cmd() -> list[str]:
+    return [PYTHON, "-m", "nspawnpy"]
+
+
+@pytest.fixture(scope="session")
+def nspawnpy_env() -> dict:
+    return _nspawnpy_env()
+
+
+@pytest.fixture(scope="session")
+def run_nspawnpy(nspawnpy_cmd, nspawnpy_env):
+    """run_nspawnpy(*args, input=None, timeout=60, check=None): run nspawnpy from the checkout.
+    check=None/False: any status; True: must be 0; an int: must be that status."""
+
+    def run(*args, input: str | None = None, timeout: float = 60, check=None,
+            env: dict | None = None) -> subprocess.CompletedProcess:
+        r = subprocess.run([*nspawnpy_cmd, *map(str, args)], input=input, text=True,
+                           capture_output=True, timeout=timeout,
+                           stdin=None if input is not None else subprocess.DEVNULL,
+                           env={**nspawnpy_env, **(env or {})}, cwd=REPO)
+        return check_result(r, check)
+
+    return run
+
+
+def _scratch_dir(label: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=f"nspawnpy-test-{label}-{os.getpid()}-", dir=SCRATCH))
+
+
+def _remove_scratch(d: Path) -> None:
+    stray = leftovers(d)
+    if stray:
+        # Never rm -rf through a mount; leave it for inspection and fail loudly.
+        pytest.fail(f"{d} still has mounts after the test: {stray}")
+    rootfs.rmtree(d)
+
+
+@pytest.fixture
+def busybox_root():
+    """A fresh busybox tree (Path) in a private directory under /var/tmp.  Its basename is
+    unique (bb-XXXXXX), so the machine name derived from it is too."""
+    d = _scratch_dir("bb")
+    try:
+        yield rootfs.busybox_tree(d / f"bb-{secrets.token_hex(3)}")
+    finally:
+        _remove_scratch(d)
+
+
+@pytest.fixture
+def debian_root():
+    """A fresh Debian bookworm tree (minbase + systemd, dbus) restored from the cache."""
+    skip_unless(shutil.which("debootstrap"), "debootstrap is not installed")
+    try:
+        tarball = rootfs.debian_tarball()
+    except rootfs.RootfsUnavailable as e:
+        pytest.skip(f"Debian tree unavailable: {e}")
+    d = _scratch_dir("deb")
+    try:
+        yield rootfs.restore(tarball, d / f"deb-{secrets.token_hex(3)}")
+    finally:
+        _remove_scratch(d)
+
+
+@pytest.fixture
+def systemd_nspawn():
+    """run_systemd_nspawn(args, input=None, timeout=60, check=None) with the installed
+    systemd-nspawn, from a scratch cgroup, cleaning up after it."""
+    skip_unless(_testhost.systemd_nspawn(), "systemd-nspawn is not installed (systemd-container)")
+    return _testhost.run_systemd_nspawn
+
+
+@pytest.fixture(scope="session")
+def testhost():
+    """The systemd test host, booted once per session (TESTHOST.md)."""
+    skip_unless(_testhost.systemd_nspawn(), "systemd-nspawn is not installed (systemd-container)")
+    skip_unless(shutil.which("nsenter"), "nsenter is not installed (util-linux)")
+    skip_unless(_testhost.cgroup_hierarchies(), "no usable cgroup hierarchy")
+    try:
+        rootfs.testhost_tarball()
+    except rootfs.RootfsUnavailable as e:
+        pytest.skip(f"test host tree unavailable: {e}")
+    host = _testhost.TestHost(REPO, _scratch_dir("th"))
+    try:
+        host.start()
+    except BaseException:
+        host.stop()
+        raise
+    yield host
+    problems = host.stop()
+    if problems:
+        raise AssertionError("test host teardown: " + "; ".join(problems))
