@@ -1,0 +1,166 @@
+"""Entry point: parse → plan → run. The only place that turns errors into exit codes."""
+
+import os
+import sys
+
+from .errors import UserError
+
+
+def check_conflicts(s) -> None:
+    """Combinations nspawn refuses, with its reasons."""
+    pairs = [
+        (s.directory and s.image, "--directory= and --image= may not be combined."),
+        (s.template and s.ephemeral, "--ephemeral and --template= may not be combined."),
+        (s.template and s.image, "--template= and --image= may not be combined."),
+        (s.ephemeral and s.image, "--ephemeral and --image= may not be combined."),
+        (s.boot and s.as_pid2, "--boot and --as-pid2 may not be combined."),
+        (s.read_only and s.volatile != "no",
+         "Cannot combine --read-only with --volatile. Note that --volatile already implies a "
+         "read-only base hierarchy."),
+        (s.ephemeral and s.volatile != "no", "Cannot combine --ephemeral with --volatile."),
+        (s.network_bridge and s.network_zone,
+         "--network-bridge= and --network-zone= may not be combined."),
+        (s.ports and not s.private_net and not s.network_namespace_path,
+         "Cannot use --port= without private networking."),
+        (s.network_namespace_path and s.private_net,
+         "Cannot combine --network-namespace-path= with other network options."),
+        (s.ambient_capability and s.boot, "AmbientCapability= setting is not useful for boot mode."),
+        (s.keep_unit and (s.slice or s.property),
+         "--keep-unit and --slice=/--property= may not be combined."),
+        (s.user and s.boot, "--user= may not be combined with --boot."),
+    ]
+    for conflict, message in pairs:
+        if conflict:
+            raise UserError(message)
+    unsupported = [
+        (s.image, "--image="), (s.oci_bundle, "--oci-bundle="), (s.root_hash, "--root-hash="),
+        (s.root_hash_sig, "--root-hash-sig="), (s.verity_data, "--verity-data="),
+        (s.private_users not in ("no", None), "--private-users= / -U"),
+        (s.bind_user, "--bind-user="),
+    ]
+    for present, option in unsupported:
+        if present:
+            raise UserError(f"{option} is not supported by nspawnpy yet.")
+
+
+def prepare(settings):
+    """Resolve the tree, name and host-side plan; registers cleanups on the image."""
+    from . import console, image as img, nspawnfile
+    root = img.find_directory(settings)
+    machine = settings.machine or img.default_machine_name(root)
+    if settings.settings != "no":
+        found = nspawnfile.find(machine, root)
+        if found:
+            nspawnfile.merge(settings, *found)
+    check_conflicts(settings)
+    image = img.Image()
+    if settings.template:
+        from .snapshot import populate_from_template
+        populate_from_template(settings.template, root)
+    img.check_tree(root, settings)
+    image.root = os.path.realpath(root)
+    image.lock_fd = img.lock_tree(image.root)
+    if settings.ephemeral:
+        from .snapshot import ephemeral_layer
+        image.ephemeral_dir = ephemeral_layer(image.root, image.cleanups)
+        machine = f"{machine}-{os.urandom(8).hex()}"[:64]
+    image.machine = machine
+    image.uuid = img.machine_id(image.root, settings.uuid)
+    image.console_mode = console.choose_mode(settings.console)
+    image.winsize = console.window_size() if image.console_mode == "interactive" else (24, 80)
+    image.kept_caps = img.kept_capabilities(settings)
+    image.seccomp_programs, image.load_seccomp = seccomp_filters(settings, image.kept_caps)
+    image.custom_plan = custom_plan(settings, image)
+    image.credentials = load_credentials(settings)
+    read_only = settings.read_only or settings.volatile != "no"
+    from .etcfiles import resolv_conf_step, timezone_step
+    image.etc_steps = [step for step in (
+        resolv_conf_step(settings.resolv_conf, settings.private_net, read_only),
+        timezone_step(settings.timezone, read_only)) if step]
+    if settings.private_net or settings.network_namespace_path:
+        from .network import NetworkPlan, open_netns
+        settings.machine = machine
+        image.network_plan = NetworkPlan.from_settings(settings)
+        if settings.network_namespace_path:
+            image.netns_fd = open_netns(settings.network_namespace_path)
+    if settings.register == "yes":
+        from .register import registration
+        image.register = registration(settings, image)
+    return image
+
+
+def seccomp_filters(settings, kept_caps: int):
+    """Compile nspawn's filters on the host: libseccomp is not reachable after pivot_root."""
+    from . import seccomp
+    policy = os.environ.get("SYSTEMD_SECCOMP", "1") not in ("0", "no", "false") \
+        and seccomp.seccomp_available()
+    if not policy and not settings.suppress_sync:
+        return [], None
+    if policy:
+        for message in seccomp.plan_warnings(settings.syscall_allow, settings.syscall_deny):
+            sys.stderr.write(message + "\n")
+    caps = {i for i in range(64) if kept_caps >> i & 1}
+    programs = seccomp.compile_filters(caps, settings.syscall_allow, settings.syscall_deny,
+                                       settings.suppress_sync, policy=policy,
+                                       cache_dir=seccomp.DEFAULT_CACHE_DIR)
+    return programs, seccomp.load_filters
+
+
+def custom_plan(settings, image) -> list:
+    from . import fsplan
+    needs_scratch = any(src == "" for src, _, _ in settings.bind + settings.bind_ro) or any(
+        "" in layers or (not ro and len(layers) > 1)
+        for ro, specs in ((False, settings.overlay), (True, settings.overlay_ro))
+        for layers, _ in specs)
+    scratch = None
+    if needs_scratch:
+        import shutil
+        import tempfile
+        scratch = tempfile.mkdtemp(prefix="nspawnpy-", dir="/var/tmp")
+        image.cleanups.append(lambda: shutil.rmtree(scratch, ignore_errors=True))
+    return fsplan.custom_mounts(settings, scratch)
+
+
+def load_credentials(settings) -> list:
+    credentials = list(settings.set_credential)
+    for name, path in settings.load_credential:
+        try:
+            with open(path, "rb") as f:
+                credentials.append((name, f.read()))
+        except OSError as e:
+            raise UserError(f"Failed to read credential '{name}' from {path}: {e.strerror}") from None
+    return credentials
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        from . import cli
+        settings = cli.parse_args(argv)
+        if settings.help:
+            sys.stdout.write(cli.help_text())
+            return 0
+        if settings.version:
+            from . import __version__
+            sys.stdout.write(f"nspawnpy {__version__} (systemd-nspawn 252 compatible)\n")
+            return 0
+        if os.geteuid() != 0:
+            raise UserError("Need to be root.")
+        image = prepare(settings)
+        from . import container
+        return container.run(settings, image)
+    except UserError as e:
+        sys.stderr.write(f"{e.message}\n")
+        return e.status
+    except KeyboardInterrupt:
+        return 1
+    finally:
+        _run_cleanups()
+
+
+def _run_cleanups() -> None:
+    """Host-side leftovers registered during prepare() (scratch trees, snapshots)."""
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""Where the container's processes live in the cgroup tree, and what of it the
+container sees at /sys/fs/cgroup (nspawn-cgroup.c's job).
+
+On a legacy/hybrid host the systemd-managed hierarchy is the v1 name=systemd
+one; on a unified host it is cgroup2 at /sys/fs/cgroup. With --keep-unit the
+unit's cgroup is split into supervisor/ and payload/ like nspawn does;
+otherwise the payload gets a cgroup of its own below ours, which is removed
+again when the container is gone.
+"""
+
+import os
+
+ROOT = "/sys/fs/cgroup"
+
+
+def read_self() -> list[tuple[str, str, str]]:
+    """(hierarchy id, controllers, path) for each line of /proc/self/cgroup."""
+    with open("/proc/self/cgroup") as f:
+        return [tuple(line.rstrip("\n").split(":", 2)) for line in f if line.strip()]
+
+
+def layout(entries=None) -> str:
+    entries = entries if entries is not None else read_self()
+    if all(h == "0" for h, _, _ in entries):
+        return "unified"
+    return "hybrid" if os.path.isdir(f"{ROOT}/unified") and any(h == "0" for h, _, _ in entries) \
+        else "legacy"
+
+
+def managed_dirs(entries=None) -> list[str]:
+    """Host paths of our own cgroup in the hierarchies systemd manages."""
+    entries = entries if entries is not None else read_self()
+    kind = layout(entries)
+    dirs = []
+    for hierarchy, controllers, path in entries:
+        if kind == "unified" and hierarchy == "0":
+            dirs.append(ROOT + path)
+        elif kind != "unified" and controllers == "name=systemd":
+            dirs.append(f"{ROOT}/systemd{path}")
+        elif kind == "hybrid" and hierarchy == "0":
+            dirs.append(f"{ROOT}/unified{path}")
+    return [d.rstrip("/") for d in dirs if os.access(d, os.W_OK)]
+
+
+def container_mounts(entries=None):
+    """What inner.mount_cgroups mounts: 'unified', or [(dir, options, writable)]."""
+    entries = entries if entries is not None else read_self()
+    if layout(entries) == "unified":
+        return "unified"
+    result = []
+    for hierarchy, controllers, _ in entries:
+        if hierarchy == "0" or not controllers:
+            continue
+        if controllers == "name=systemd":
+            result.append(("systemd", "none,name=systemd", True))
+        elif not controllers.startswith("name="):
+            result.append((controllers, controllers, False))
+    return result
+
+
+def _attach(directory: str, pid: int) -> None:
+    with open(f"{directory}/cgroup.procs", "w") as f:
+        f.write(str(pid))
+
+
+def remove_tree(directory: str) -> None:
+    """rmdir a cgroup and everything below it, deepest first."""
+    for top, subdirs, _ in os.walk(directory, topdown=False):
+        for sub in subdirs:
+            try:
+                os.rmdir(os.path.join(top, sub))
+            except OSError:
+                pass
+    try:
+        os.rmdir(directory)
+    except OSError:
+        pass
+
+
+class Placement:
+    """The payload's cgroups: created before the container starts, removed after."""
+
+    def __init__(self, machine: str, keep_unit: bool):
+        self.machine, self.keep_unit = machine, keep_unit
+        self.created: list[str] = []
+        self.supervisor_moved: list[tuple[str, str]] = []
+
+    def attach(self, pid: int) -> None:
+        for own in managed_dirs():
+            if self.keep_unit:
+                payload = f"{own}/payload"
+                supervisor = f"{own}/supervisor"
+                for d in (payload, supervisor):
+                    os.makedirs(d, exist_ok=True)
+                    self.created.append(d)
+                _attach(supervisor, os.getpid())
+                self.supervisor_moved.append((own, supervisor))
+            else:
+                payload = f"{own}/nspawnpy-{self.machine}"
+                if os.path.isdir(payload):
+                    remove_tree(payload)  # left behind by a killed run
+                os.mkdir(payload)
+                self.created.append(payload)
+            _attach(payload, pid)
+
+    def teardown(self) -> None:
+        for own, _ in self.supervisor_moved:
+            try:
+                _attach(own, os.getpid())
+            except OSError:
+                pass
+        for directory in reversed(self.created):
+            remove_tree(directory)
+        self.created = []

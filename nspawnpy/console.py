@@ -1,0 +1,107 @@
+"""Console modes and the pty relay between our stdio and the container's /dev/console."""
+
+import os
+
+ESCAPE = 0x1D            # ^]
+ESCAPE_COUNT, ESCAPE_WINDOW = 3, 1.0
+TIOCGWINSZ, TIOCSWINSZ = 0x5413, 0x5414
+CHUNK = 65536
+
+
+def choose_mode(requested) -> str:
+    """nspawn's default: interactive on a tty, read-only otherwise."""
+    tty = os.isatty(0) and os.isatty(1)
+    if requested is None:
+        return "interactive" if tty else "read-only"
+    if requested == "autopipe":
+        return "interactive" if tty else "pipe"
+    return requested
+
+
+def window_size() -> tuple:
+    import fcntl
+    import struct
+    for fd in (1, 0, 2):
+        try:
+            rows, cols = struct.unpack("HHHH", fcntl.ioctl(fd, TIOCGWINSZ, b"\0" * 8))[:2]
+            if rows and cols:
+                return rows, cols
+        except OSError:
+            continue
+    return 24, 80
+
+
+class Relay:
+    """Moves bytes master→stdout and (interactive) stdin→master; counts ^]."""
+
+    def __init__(self, master: int, mode: str):
+        self.master, self.mode = master, mode
+        self.forward_input = mode == "interactive"
+        self.escapes: list[float] = []
+        self.saved_termios = None
+        self.input_open = self.forward_input
+        os.set_blocking(master, False)
+
+    def start(self) -> None:
+        if self.forward_input and os.isatty(0):
+            import termios
+            import tty
+            self.saved_termios = termios.tcgetattr(0)
+            tty.setraw(0)
+
+    def restore(self) -> None:
+        if self.saved_termios is not None:
+            import termios
+            termios.tcsetattr(0, termios.TCSADRAIN, self.saved_termios)
+            self.saved_termios = None
+
+    def resize(self) -> None:
+        import fcntl
+        import struct
+        rows, cols = window_size()
+        fcntl.ioctl(self.master, TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+    def output(self) -> bool:
+        """Copy what the container wrote; False once the pty is closed."""
+        while True:
+            try:
+                data = os.read(self.master, CHUNK)
+            except BlockingIOError:
+                return True
+            except OSError:  # EIO: every slave fd is closed
+                return False
+            if not data:
+                return False
+            _write_all(1, data)
+
+    def input(self, now: float) -> bool:
+        """Forward what the user typed; True when ^] was pressed three times within 1 s."""
+        try:
+            data = os.read(0, CHUNK)
+        except OSError:
+            data = b""
+        if not data:
+            self.input_open = False
+            return False
+        for byte in data:
+            if byte == ESCAPE:
+                self.escapes = [t for t in self.escapes if now - t < ESCAPE_WINDOW] + [now]
+                if len(self.escapes) >= ESCAPE_COUNT:
+                    return True
+        try:
+            _write_all(self.master, data)
+        except OSError:
+            pass
+        return False
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            written = os.write(fd, view)
+        except BlockingIOError:
+            import select
+            select.select([], [fd], [])
+            continue
+        view = view[written:]

@@ -1,0 +1,69 @@
+"""Which mounts a container gets, in which order (nspawn's mount_all plus the
+custom mounts), as a list of mounts.Op built from the settings."""
+
+import os
+
+from . import mounts as m
+from .linux import MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY
+
+TMPFS_RUN = "mode=0755,size=20%,nr_inodes=800k"
+TMPFS_TMP = "mode=01777,size=10%,nr_inodes=400k"
+TMPFS_DEV = "mode=0755,size=4m,nr_inodes=64k"
+
+
+def api_mounts(private_net: bool) -> list:
+    """/proc, /sys, /dev, /run and /tmp, in the order they must happen."""
+    plan = [
+        m.Mount("/proc", "proc", flags=MS_NOSUID | MS_NOEXEC | MS_NODEV),
+    ]
+    plan += [m.ReadOnly(f"/proc/{name}") for name in m.PROC_READ_ONLY]
+    if private_net:
+        plan.append(m.Writable("/proc/sys/net"))
+    plan += [
+        m.Mount("/sys", "sysfs", flags=MS_NOSUID | MS_NOEXEC | MS_NODEV | MS_RDONLY),
+        m.Mount("/dev", "tmpfs", TMPFS_DEV, MS_NOSUID),
+        m.Call("/dev", m.populate_dev),
+        m.Mount("/dev/pts", "devpts", "newinstance,ptmxmode=0666,mode=620,gid=5",
+                MS_NOSUID | MS_NOEXEC),
+        m.Mount("/dev/shm", "tmpfs", TMPFS_TMP, MS_NOSUID | MS_NODEV),
+        m.Mount("/dev/mqueue", "mqueue", flags=MS_NOSUID | MS_NODEV | MS_NOEXEC),
+        m.Mount("/run", "tmpfs", TMPFS_RUN, MS_NOSUID | MS_NODEV),
+        m.Call("/run/host/inaccessible", m.populate_inaccessible),
+    ]
+    if os.environ.get("SYSTEMD_NSPAWN_TMPFS_TMP", "1") not in ("0", "no", "false"):
+        plan.append(m.Mount("/tmp", "tmpfs", TMPFS_TMP, MS_NOSUID | MS_NODEV))
+    return plan
+
+
+def custom_mounts(settings, scratch: str) -> list:
+    """--bind/--bind-ro/--tmpfs/--overlay/--inaccessible, sorted by destination
+    so that a mount below another one lands on top of it."""
+    ops = []
+    for read_only, specs in ((False, settings.bind), (True, settings.bind_ro)):
+        for source, dest, options in specs:
+            in_container = source.startswith("+")
+            if source == "":
+                source = f"{scratch}/bind{len(ops)}"
+                os.makedirs(source, exist_ok=True)
+            elif in_container:
+                source = source[1:]
+            ops.append(m.Bind(source, dest, read_only=read_only, recursive="norbind" not in options,
+                              in_container=in_container))
+    for path, options in settings.tmpfs:
+        ops.append(m.Mount(path, "tmpfs", options, MS_NOSUID | MS_NODEV))
+    for read_only, specs in ((False, settings.overlay), (True, settings.overlay_ro)):
+        for layers, dest in specs:
+            work = f"{scratch}/overlay{len(ops)}"
+            ops.append(m.Overlay(layers, dest, read_only, work))
+    for path in settings.inaccessible:
+        ops.append(m.Mask(path))
+    ops.sort(key=lambda op: op.where)
+    return ops
+
+
+def final_mounts() -> list:
+    """Protective remounts that must come after everything was populated."""
+    return [
+        m.ReadOnly("/run/host", MS_NOSUID | MS_NODEV | MS_NOEXEC, required=True),
+    ]
+

@@ -1,0 +1,196 @@
+"""What the container's PID 1 does between clone() and exec(): build its file
+system, tell the supervisor it is ready, wait for the go-ahead, then pivot,
+drop privileges and exec the payload. Runs only inside the new namespaces.
+"""
+
+import os
+
+from . import linux, mounts, payload
+from .linux import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REC, MS_SLAVE
+
+SIGKILL, SIGPIPE, SIGXFSZ = 9, 13, 25
+TIOCSCTTY, TIOCSPTLCK, TIOCGPTN, TIOCSWINSZ = 0x540E, 0x40045431, 0x80045430, 0x5414
+
+
+def report(sync, message: str) -> None:
+    try:
+        sync.send(b"E" + message.encode(errors="replace"))
+    except OSError:
+        pass
+
+
+def run(ctx) -> None:
+    """Never returns: execs the payload or exits 1 after telling the supervisor why."""
+    try:
+        linux.prctl(linux.PR_SET_PDEATHSIG, SIGKILL)
+        import _signal
+        for sig in (SIGPIPE, SIGXFSZ, 2, 15, 1, 28):
+            _signal.signal(sig, _signal.SIG_DFL)
+        _prepare(ctx)
+        os._exit(1)
+    except BaseException as e:  # noqa: BLE001 - everything is reported, nothing escapes
+        report(ctx.sync, _describe(e))
+        os._exit(1)
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, payload.errors.UserError):
+        return e.message
+    if isinstance(e, OSError):
+        return e.strerror or str(e)
+    return f"{type(e).__name__}: {e}"
+
+
+def _prepare(ctx) -> None:
+    if ctx.netns_fd is not None:
+        linux.setns(ctx.netns_fd, linux.CLONE_NEWNET)
+    linux.mount(None, "/", None, MS_REC | MS_SLAVE)
+    root = setup_root(ctx)
+    for op in ctx.plan:
+        op.execute(root)
+    master = setup_console(ctx, root) if ctx.console_mode != "pipe" else None
+    write_run_host(ctx, root)
+    for op in ctx.final_plan:
+        op.execute(root)
+    if ctx.settings.read_only or ctx.settings.volatile == "state":
+        mounts.bind_remount(root, MS_RDONLY)
+    fds = [master] if master is not None else []
+    ctx.sync.sendmsg([b"R"], [(1, 1, _int_array(fds))] if fds else [])
+    if master is not None:
+        os.close(master)
+    reply = ctx.sync.recv(64)
+    if reply != b"G":
+        os._exit(1)
+    if ctx.cgroup_ns:
+        linux.unshare(linux.CLONE_NEWCGROUP)
+    mount_cgroups(root, ctx.cgroup_mounts)
+    pivot(root)
+    if ctx.settings.pivot_root:
+        pivot_inner(*ctx.settings.pivot_root)
+    finish_and_exec(ctx)
+
+
+def _int_array(fds):
+    import array
+    return array.array("i", fds).tobytes()
+
+
+def setup_root(ctx) -> str:
+    """Make the tree a mount of its own, applying --volatile/--ephemeral.
+
+    Layers go on top of the tree's own path; the original tree stays reachable
+    through an O_PATH descriptor, so no staging directory is needed on the host.
+    """
+    root, volatile = ctx.root, ctx.settings.volatile
+    linux.mount(root, root, None, MS_BIND | MS_REC)
+    if volatile == "state":
+        mounts.Mount("/var", "tmpfs", "mode=0755", MS_NOSUID | MS_NODEV).execute(root)
+    if volatile in ("no", "state") and not ctx.ephemeral_dir:
+        return root
+    original = f"/proc/self/fd/{os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)}"
+    if ctx.ephemeral_dir:
+        upper = ctx.ephemeral_dir
+    else:
+        linux.mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
+        if volatile == "yes":
+            os.mkdir(root + "/usr", 0o755)
+            linux.mount(original + "/usr", root + "/usr", None, MS_BIND | MS_REC)
+            mounts.bind_remount(root + "/usr", MS_RDONLY)
+            return root
+        upper = f"/proc/self/fd/{os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)}"
+    for name in ("upper", "work"):
+        os.makedirs(f"{upper}/{name}", 0o755, exist_ok=True)
+    linux.mount("overlay", root, "overlay", 0,
+                f"lowerdir={original},upperdir={upper}/upper,workdir={upper}/work")
+    return root
+
+
+def setup_console(ctx, root: str) -> int:
+    """Open a pty in the container's own devpts; its slave becomes /dev/console."""
+    import fcntl
+    import struct
+    master = os.open(root + "/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
+    number = struct.unpack("i", fcntl.ioctl(master, TIOCGPTN, b"\0\0\0\0"))[0]
+    rows, cols = ctx.winsize
+    fcntl.ioctl(master, TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    os.symlink(f"pts/{number}", root + "/dev/console")
+    ctx.console_pts = f"/dev/pts/{number}"
+    return master
+
+
+def write_run_host(ctx, root: str) -> None:
+    host = root + "/run/host"
+    os.makedirs(host, 0o755, exist_ok=True)
+    mounts.write_file(host + "/container-manager", f"{ctx.service}\n".encode())
+    mounts.write_file(host + "/container-uuid", f"{ctx.uuid_dashed}\n".encode())
+    if ctx.host_os_release:
+        mounts.touch(host + "/os-release")
+        linux.mount(ctx.host_os_release, host + "/os-release", None, MS_BIND)
+        mounts.bind_remount(host + "/os-release", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    ctx.notify.bind(host + "/notify")
+    if ctx.credentials:
+        creds = host + "/credentials"
+        linux.mount("tmpfs", creds, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0700") \
+            if os.path.isdir(creds) else _mount_fresh_tmpfs(creds)
+        for name, data in ctx.credentials:
+            mounts.write_file(f"{creds}/{name}", data, 0o400)
+        os.chmod(creds, 0o500)
+        mounts.bind_remount(creds, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    boot_id = os.urandom(16)
+    boot_id = bytes([*boot_id[:6], (boot_id[6] & 0x0F) | 0x40, boot_id[7],
+                     (boot_id[8] & 0x3F) | 0x80, *boot_id[9:]]).hex()
+    dashed = f"{boot_id[:8]}-{boot_id[8:12]}-{boot_id[12:16]}-{boot_id[16:20]}-{boot_id[20:]}\n"
+    mounts.mask_with_file(root, "/proc/sys/kernel/random/boot_id", "boot-id", dashed.encode())
+    mounts.mask_with_file(root, "/proc/kmsg", "kmsg", b"", fifo=True)
+    for step in ctx.etc_steps:
+        step(root)
+
+
+def _mount_fresh_tmpfs(path: str) -> None:
+    os.makedirs(path, 0o700, exist_ok=True)
+    linux.mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0700")
+
+
+def mount_cgroups(root: str, layout) -> None:
+    """/sys/fs/cgroup as nspawn presents it: v1 controllers read-only and the
+    name=systemd tree writable on a legacy/hybrid host; cgroup2 on a unified one."""
+    if layout is None:
+        return
+    target = root + "/sys/fs/cgroup"
+    flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+    if layout == "unified":
+        linux.mount("cgroup", target, "cgroup2", flags, None)
+        return
+    linux.mount("tmpfs", target, "tmpfs", flags, "mode=755,size=4m,nr_inodes=1k")
+    for name, options, writable in layout:
+        where = f"{target}/{name}"
+        os.mkdir(where, 0o755)
+        linux.mount("cgroup", where, "cgroup", flags | (0 if writable else MS_RDONLY), options)
+        for alias in name.split(",") if "," in name else ():
+            os.symlink(name, f"{target}/{alias}")
+    mounts.bind_remount(target, MS_RDONLY | flags)
+
+
+def pivot(root: str) -> None:
+    os.chdir(root)
+    linux.pivot_root(".", ".")
+    linux.umount2(".", linux.MNT_DETACH)
+    os.chdir("/")
+
+
+def pivot_inner(new: str, old) -> None:
+    """--pivot-root=NEW[:OLD]: make NEW the root, keeping the old one at OLD or dropping it."""
+    linux.mount(new, new, None, MS_BIND | MS_REC)
+    os.chdir(new)
+    if old:
+        os.makedirs("." + old, 0o755, exist_ok=True)
+        linux.pivot_root(".", "." + old)
+    else:
+        linux.pivot_root(".", ".")
+        linux.umount2(".", linux.MNT_DETACH)
+    os.chdir("/")
+
+
+def finish_and_exec(ctx) -> None:
+    payload.start(ctx)

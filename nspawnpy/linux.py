@@ -1,0 +1,147 @@
+"""Thin ctypes wrappers for the syscalls `os` lacks, named like the syscalls.
+
+Every wrapper raises OSError with errno on failure, like `os` does.
+"""
+
+import ctypes
+import os
+import platform
+
+_libc = ctypes.CDLL(None, use_errno=True)
+# clone() must run with the GIL held so the child starts as an exact copy.
+_libc_gil = ctypes.PyDLL(None, use_errno=True)
+
+# Namespace flags (linux/sched.h).
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+# mount(2) flags.
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_NOATIME = 1024
+MS_BIND = 4096
+MS_MOVE = 8192
+MS_REC = 16384
+MS_SILENT = 32768
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
+MS_RELATIME = 1 << 21
+MNT_DETACH = 2
+
+# prctl(2) options.
+PR_SET_PDEATHSIG = 1
+PR_CAPBSET_DROP = 24
+PR_SET_NAME = 15
+PR_SET_NO_NEW_PRIVS = 38
+PR_SET_CHILD_SUBREAPER = 36
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_RAISE = 2
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+_SYSCALLS = {
+    # name: (x86_64, aarch64)
+    "clone": (56, 220),
+    "pivot_root": (155, 41),
+    "setns": (308, 268),
+    "pidfd_open": (434, 434),
+    "pidfd_send_signal": (424, 424),
+    "personality": (135, 92),
+}
+_ARCH = 1 if platform.machine() in ("aarch64", "arm64") else 0
+
+
+def _check(result: int, what: str = "") -> int:
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err) + (f": {what}" if what else ""))
+    return result
+
+
+_libc.syscall.restype = ctypes.c_long
+_libc_gil.syscall.restype = ctypes.c_long
+
+
+def _syscall(name: str, *args, lib=_libc) -> int:
+    return lib.syscall(ctypes.c_long(_SYSCALLS[name][_ARCH]), *args)
+
+
+def _b(path):
+    return None if path is None else os.fsencode(path)
+
+
+def mount(source, target, fstype, flags: int = 0, data=None) -> None:
+    _check(_libc.mount(_b(source), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data)), str(target))
+
+
+def umount2(target, flags: int = 0) -> None:
+    _check(_libc.umount2(_b(target), flags), str(target))
+
+
+def pivot_root(new_root, put_old) -> None:
+    _check(_syscall("pivot_root", _b(new_root), _b(put_old)), str(new_root))
+
+
+def unshare(flags: int) -> None:
+    _check(_libc.unshare(flags))
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    _check(_syscall("setns", fd, nstype))
+
+
+def clone(flags: int) -> int:
+    """fork(2) with namespace flags: returns 0 in the child, its PID in the parent.
+
+    The raw syscall (no new stack) behaves like fork; the GIL stays held
+    across it, so the child continues as an ordinary single-threaded copy.
+    """
+    signal_chld = 17
+    return _check(_syscall("clone", ctypes.c_ulong(flags | signal_chld), None, None, None, None,
+                           lib=_libc_gil))
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    return _check(_libc.prctl(option, ctypes.c_ulong(arg2), ctypes.c_ulong(arg3),
+                              ctypes.c_ulong(arg4), ctypes.c_ulong(arg5)))
+
+
+def sethostname(name: str) -> None:
+    raw = name.encode()
+    _check(_libc.sethostname(raw, len(raw)))
+
+
+def pidfd_open(pid: int) -> int:
+    return _check(_syscall("pidfd_open", pid, 0))
+
+
+def personality(persona: int) -> int:
+    return _check(_syscall("personality", ctypes.c_ulong(persona)))
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+    data = (_CapData * 2)()
+    for i in range(2):
+        shift = 32 * i
+        data[i].effective = (effective >> shift) & 0xFFFFFFFF
+        data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
+        data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
+    _check(_libc.capset(ctypes.byref(header), data))
