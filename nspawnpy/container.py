@@ -165,10 +165,13 @@ class Supervisor:
 
     def start(self) -> None:
         master = self.receive_ready()
-        from . import cgroup
-        placement = cgroup.Placement(self.ctx.machine, self.settings.keep_unit)
-        self.cleanups.append(placement.teardown)
-        placement.attach(self.pid)
+        if self.settings.boot or self.settings.keep_unit:
+            # A booted init needs a cgroup subtree of its own; a plain command
+            # stays in ours (a cgroup v1 move costs milliseconds).
+            from . import cgroup
+            placement = cgroup.Placement(self.ctx.machine, self.settings.keep_unit)
+            self.cleanups.append(placement.teardown)
+            placement.attach(self.pid)
         plan = self.image.network_plan
         if plan is not None and (plan.needs_netns or plan.netns_path):
             from . import network

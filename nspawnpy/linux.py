@@ -5,7 +5,6 @@ Every wrapper raises OSError with errno on failure, like `os` does.
 
 import ctypes
 import os
-import platform
 
 _libc = ctypes.CDLL(None, use_errno=True)
 # clone() must run with the GIL held so the child starts as an exact copy.
@@ -56,7 +55,7 @@ _SYSCALLS = {
     "pidfd_send_signal": (424, 424),
     "personality": (135, 92),
 }
-_ARCH = 1 if platform.machine() in ("aarch64", "arm64") else 0
+_ARCH = 1 if os.uname().machine in ("aarch64", "arm64") else 0
 
 
 def _check(result: int, what: str = "") -> int:
