@@ -46,6 +46,8 @@ def _prepare(ctx) -> None:
         linux.setns(ctx.netns_fd, linux.CLONE_NEWNET)
     linux.mount(None, "/", None, MS_REC | MS_SLAVE)
     root = setup_root(ctx)
+    if ctx.settings.pivot_root:
+        root = pivot_inner(root, *ctx.settings.pivot_root)
     for op in ctx.plan:
         op.execute(root)
     master = setup_console(ctx, root) if ctx.console_mode != "pipe" else None
@@ -65,8 +67,6 @@ def _prepare(ctx) -> None:
         linux.unshare(linux.CLONE_NEWCGROUP)
     mount_cgroups(root, ctx.cgroup_mounts)
     pivot(root)
-    if ctx.settings.pivot_root:
-        pivot_inner(*ctx.settings.pivot_root)
     finish_and_exec(ctx)
 
 
@@ -179,17 +179,15 @@ def pivot(root: str) -> None:
     os.chdir("/")
 
 
-def pivot_inner(new: str, old) -> None:
-    """--pivot-root=NEW[:OLD]: make NEW the root, keeping the old one at OLD or dropping it."""
-    linux.mount(new, new, None, MS_BIND | MS_REC)
-    os.chdir(new)
+def pivot_inner(root: str, new: str, old) -> str:
+    """--pivot-root=NEW[:OLD]: NEW becomes the tree every later mount goes into (as in
+    nspawn, the API file systems land in NEW); the original tree stays visible at OLD."""
+    target = mounts.under(root, new)
+    linux.mount(target, target, None, MS_BIND | MS_REC)
     if old:
-        os.makedirs("." + old, 0o755, exist_ok=True)
-        linux.pivot_root(".", "." + old)
-    else:
-        linux.pivot_root(".", ".")
-        linux.umount2(".", linux.MNT_DETACH)
-    os.chdir("/")
+        mounts.mkdir_p(target + old)
+        linux.mount(root, target + old, None, MS_BIND | MS_REC)
+    return target
 
 
 def finish_and_exec(ctx) -> None:
