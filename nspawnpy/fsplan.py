@@ -9,6 +9,7 @@ from .linux import MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY
 TMPFS_RUN = "mode=0755,size=20%,nr_inodes=800k"
 TMPFS_TMP = "mode=01777,size=10%,nr_inodes=400k"
 TMPFS_DEV = "mode=0755,size=4m,nr_inodes=64k"
+MS_STRICTATIME = 1 << 24   # nspawn's tmpfs API mounts show neither relatime nor noatime
 
 
 def api_mounts(private_net: bool) -> list:
@@ -21,17 +22,17 @@ def api_mounts(private_net: bool) -> list:
         plan.append(m.Writable("/proc/sys/net"))
     plan += [
         m.Mount("/sys", "sysfs", flags=MS_NOSUID | MS_NOEXEC | MS_NODEV | MS_RDONLY),
-        m.Mount("/dev", "tmpfs", TMPFS_DEV, MS_NOSUID),
+        m.Mount("/dev", "tmpfs", TMPFS_DEV, MS_NOSUID | MS_STRICTATIME),
         m.Call("/dev", m.populate_dev),
         m.Mount("/dev/pts", "devpts", "newinstance,ptmxmode=0666,mode=620,gid=5",
                 MS_NOSUID | MS_NOEXEC),
-        m.Mount("/dev/shm", "tmpfs", TMPFS_TMP, MS_NOSUID | MS_NODEV),
+        m.Mount("/dev/shm", "tmpfs", TMPFS_TMP, MS_NOSUID | MS_NODEV | MS_STRICTATIME),
         m.Mount("/dev/mqueue", "mqueue", flags=MS_NOSUID | MS_NODEV | MS_NOEXEC),
-        m.Mount("/run", "tmpfs", TMPFS_RUN, MS_NOSUID | MS_NODEV),
+        m.Mount("/run", "tmpfs", TMPFS_RUN, MS_NOSUID | MS_NODEV | MS_STRICTATIME),
         m.Call("/run/host/inaccessible", m.populate_inaccessible),
     ]
     if os.environ.get("SYSTEMD_NSPAWN_TMPFS_TMP", "1") not in ("0", "no", "false"):
-        plan.append(m.Mount("/tmp", "tmpfs", TMPFS_TMP, MS_NOSUID | MS_NODEV))
+        plan.append(m.Mount("/tmp", "tmpfs", TMPFS_TMP, MS_NOSUID | MS_NODEV | MS_STRICTATIME))
     return plan
 
 
@@ -50,7 +51,7 @@ def custom_mounts(settings, scratch: str) -> list:
             ops.append(m.Bind(source, dest, read_only=read_only, recursive="norbind" not in options,
                               in_container=in_container))
     for path, options in settings.tmpfs:
-        ops.append(m.Mount(path, "tmpfs", options, MS_NOSUID | MS_NODEV))
+        ops.append(m.Mount(path, "tmpfs", options, MS_NODEV | MS_STRICTATIME))
     for read_only, specs in ((False, settings.overlay), (True, settings.overlay_ro)):
         for layers, dest in specs:
             work = f"{scratch}/overlay{len(ops)}"

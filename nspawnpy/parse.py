@@ -9,6 +9,7 @@ import os
 from .unitfile import parse_boolean, split_words
 
 HOSTNAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+LDH_CHARS = HOSTNAME_CHARS - {"_", "."}
 
 
 def boolean(value: str) -> bool:
@@ -33,8 +34,11 @@ def host_path(value: str) -> str:
 
 
 def hostname(value: str) -> str:
-    if not value or len(value) > 64 or value.startswith(".") or value.endswith(".") \
-            or ".." in value or not set(value) <= HOSTNAME_CHARS:
+    """Dot-separated labels of letters, digits and '-' (not at a label's ends), ≤ 64."""
+    labels = value.split(".")
+    if not value or len(value) > 64 or not all(
+            label and set(label) <= LDH_CHARS and label[0] != "-" and label[-1] != "-"
+            for label in labels):
         raise ValueError("not a valid host/machine name")
     return value
 
