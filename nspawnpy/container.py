@@ -165,7 +165,8 @@ class Supervisor:
 
     def start(self) -> None:
         master = self.receive_ready()
-        if self.settings.boot or self.settings.keep_unit:
+        scope = getattr(self.image.register, "makes_scope", False)  # machined's scope is its cgroup
+        if (self.settings.boot and not scope) or self.settings.keep_unit:
             # A booted init needs a cgroup subtree of its own; a plain command
             # stays in ours (a cgroup v1 move costs milliseconds).
             from . import cgroup
@@ -214,7 +215,9 @@ class Supervisor:
         if self.relay and self.relay.mode == "passive":
             relay = None
         while True:
-            for fd, events in poller.poll():
+            if self.notifier:  # WATCHDOG=1 pings are due even when nothing happens
+                self.notifier.tick()
+            for fd, events in poller.poll(self.notifier.poll_timeout() if self.notifier else None):
                 if fd == self.pidfd:
                     _, wstatus = os.waitpid(self.pid, 0)
                     if relay:
