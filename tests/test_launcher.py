@@ -1,0 +1,519 @@
+"""The core launcher: running and booting a tree, what the container sees,
+lifecycle and exit codes, and bad input — as systemd-nspawn 252 does it."""
+
+import os
+import pty
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import PYTHON, REPO, leftovers
+
+sys.path.insert(0, str(REPO))
+from nspawnpy import caps  # noqa: E402
+
+QUIET = ("--register=no", "-q")
+
+
+def out(r) -> str:
+    """Console output passes a pty in read-only mode: \\n arrives as \\r\\n, as with nspawn."""
+    return r.stdout.replace("\r\n", "\n")
+
+
+def run_pipe(run_nspawnpy, root, *cmd, **kw):
+    return run_nspawnpy(*QUIET, "--console=pipe", "-D", root, *cmd, **kw)
+
+
+def spawn(root, *args, **kw) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([PYTHON, "-m", "nspawnpy", *QUIET, "-D", str(root), *args],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env, text=True, **kw)
+
+
+def children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except FileNotFoundError:
+        return []
+
+
+def wait_for(condition, timeout=30.0, step=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError("timed out waiting")
+
+
+def leader_of(supervisor: int, comm: str) -> int:
+    def find():
+        for child in children(supervisor):
+            try:
+                with open(f"/proc/{child}/comm") as f:
+                    if f.read().strip() == comm:
+                        return child
+            except FileNotFoundError:
+                pass
+        return None
+    return wait_for(find)
+
+
+def nsenter(pid: int, *cmd, timeout=30) -> subprocess.CompletedProcess:
+    return subprocess.run(["nsenter", "-t", str(pid), "-a", *cmd], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def pid_namespace(pid: int) -> str:
+    return os.readlink(f"/proc/{pid}/ns/pid")
+
+
+def processes_in_namespace(namespace: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.readlink(f"/proc/{entry}/ns/pid") == namespace:
+                    found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+def write_inittab(root: Path, *lines: str) -> None:
+    (root / "etc/inittab").write_text("\n".join(lines) + "\n")
+
+
+# -- running a command ---------------------------------------------------------------------
+
+def test_command_output_and_exit_status_are_the_payloads(run_nspawnpy, busybox_root):
+    r = run_nspawnpy(*QUIET, "-D", busybox_root, "/bin/sh", "-c", "echo hi; exit 7")
+    assert r.returncode == 7
+    assert out(r) == "hi\n"
+    assert r.stderr == ""
+
+
+def test_payload_is_pid_1_with_pipe_console(run_nspawnpy, busybox_root):
+    r = run_pipe(run_nspawnpy, busybox_root, "/bin/sh", "-c", "echo $$; ls /dev/console",
+                 check=None)
+    assert r.stdout.splitlines()[0] == "1"
+    assert "No such file" in r.stderr  # pipe mode has no /dev/console, like nspawn
+
+
+def test_without_a_command_a_shell_starts(run_nspawnpy, busybox_root):
+    r = run_pipe(run_nspawnpy, busybox_root, input="echo shell=$0; exit 3\n")
+    assert r.returncode == 3
+    assert "shell=/bin/sh" in r.stdout
+
+
+def test_command_is_looked_up_on_the_container_path(run_nspawnpy, busybox_root):
+    r = run_pipe(run_nspawnpy, busybox_root, "echo", "found", check=0)
+    assert r.stdout == "found\n"
+
+
+def test_machine_name_defaults_to_directory_name_and_sets_hostname(run_nspawnpy, busybox_root):
+    r = run_pipe(run_nspawnpy, busybox_root, "/bin/hostname", check=0)
+    assert r.stdout.strip() == busybox_root.name
+    r = run_pipe(run_nspawnpy, busybox_root, "--hostname=other", "/bin/hostname", check=0)
+    assert r.stdout.strip() == "other"
+
+
+def test_machine_option_finds_tree_in_image_search_path(run_nspawnpy, busybox_root):
+    name = f"nspawnpy-search-{os.getpid()}"
+    link = Path("/run/machines") / name
+    link.parent.mkdir(exist_ok=True)
+    link.symlink_to(busybox_root)
+    try:
+        r = run_nspawnpy(*QUIET, "--console=pipe", "-M", name, "/bin/hostname", check=0)
+        assert r.stdout.strip() == name
+    finally:
+        link.unlink()
+
+
+def test_environment_is_built_like_nspawns(run_nspawnpy, busybox_root):
+    r = run_pipe(run_nspawnpy, busybox_root, "-E", "FOO=bar", "-E", "PATH=/bin", "/bin/env",
+                 env={"TERM": "vt102"}, check=0)
+    env = dict(line.split("=", 1) for line in r.stdout.splitlines())
+    assert env["container"] == "systemd-nspawn"
+    assert env["NOTIFY_SOCKET"] == "/run/host/notify"
+    assert env["FOO"] == "bar" and env["PATH"] == "/bin"
+    assert env["HOME"] == "/root" and env["USER"] == "root" and env["LOGNAME"] == "root"
+    assert env["TERM"] == "vt102"
+    assert len(env["container_uuid"]) == 36
+    assert "container_host_id" in env
+
+
+def test_uuid_option_is_used_when_the_image_has_no_machine_id(run_nspawnpy, busybox_root):
+    uuid = "0123456789abcdef0123456789abcdef"
+    r = run_pipe(run_nspawnpy, busybox_root, f"--uuid={uuid}", "/bin/sh", "-c",
+                 "echo $container_uuid; cat /run/host/container-uuid", check=0)
+    assert r.stdout.split() == ["01234567-89ab-cdef-0123-456789abcdef"] * 2
+
+
+def test_user_is_resolved_from_the_containers_passwd_and_group(run_nspawnpy, busybox_root):
+    r = run_pipe(run_nspawnpy, busybox_root, "-u", "alice", "/bin/sh", "-c",
+                 "id -u; id -g; id -G; echo $HOME $USER; grep CapEff /proc/self/status", check=0)
+    lines = r.stdout.splitlines()
+    assert lines[0] == "1000" and lines[1] == "1000"
+    assert "10" in lines[2].split()
+    assert lines[3] == "/home/alice alice"
+    assert lines[4].split()[1] == "0000000000000000"
+
+
+def test_chdir_sets_working_directory(run_nspawnpy, busybox_root):
+    r = run_pipe(run_nspawnpy, busybox_root, "--chdir=/etc", "/bin/pwd", check=0)
+    assert r.stdout.strip() == "/etc"
+
+
+def test_capabilities_are_nspawns_default_set(run_nspawnpy, busybox_root):
+    r = run_pipe(run_nspawnpy, busybox_root, "/bin/grep", "^Cap", "/proc/self/status", check=0)
+    status = dict(line.split(":\t") for line in r.stdout.splitlines())
+    expected = caps.DEFAULT & caps.current_bounding()
+    for field in ("CapBnd", "CapEff", "CapPrm", "CapInh"):
+        assert int(status[field], 16) == expected, field
+    assert int(status["CapAmb"], 16) == 0
+
+
+def test_seccomp_filter_is_installed(run_nspawnpy, busybox_root):
+    r = run_pipe(run_nspawnpy, busybox_root, "/bin/grep", "Seccomp:", "/proc/self/status", check=0)
+    assert r.stdout.split()[1] == "2"
+
+
+def test_api_file_systems_are_mounted_as_nspawn_does(run_nspawnpy, busybox_root):
+    r = run_pipe(run_nspawnpy, busybox_root, "/bin/cat", "/proc/self/mountinfo", check=0)
+    mounts = {}
+    for line in r.stdout.splitlines():
+        fields = line.split()
+        sep = fields.index("-")
+        mounts[fields[4]] = (set(fields[5].split(",")), fields[sep + 1])
+    assert mounts["/proc"][1] == "proc"
+    for ro in ("/proc/sys", "/sys", "/run/host", "/proc/sys/kernel/random/boot_id"):
+        assert "ro" in mounts[ro][0], ro
+    assert mounts["/dev"][1] == "tmpfs" and mounts["/dev/pts"][1] == "devpts"
+    assert mounts["/dev/shm"][1] == "tmpfs" and mounts["/dev/mqueue"][1] == "mqueue"
+    assert mounts["/run"][1] == "tmpfs" and mounts["/tmp"][1] == "tmpfs"
+    assert "/proc/kmsg" in mounts
+    assert mounts["/sys/fs/cgroup"][1] in ("tmpfs", "cgroup2")
+    assert not any(m.startswith("/var/tmp") or m.startswith("/work") for m in mounts)
+
+
+def test_dev_has_nspawns_nodes_and_links(run_nspawnpy, busybox_root):
+    r = run_pipe(run_nspawnpy, busybox_root, "/bin/sh", "-c",
+                 "cd /dev && for f in null zero full random urandom tty net/tun; do "
+                 "stat -c '%n %F %t:%T %a' $f; done; for l in ptmx fd stdin stdout stderr char/1:3; "
+                 "do readlink $l; done", check=0)
+    lines = r.stdout.splitlines()
+    assert lines[:7] == [
+        "null character special file 1:3 666", "zero character special file 1:5 666",
+        "full character special file 1:7 666", "random character special file 1:8 666",
+        "urandom character special file 1:9 666", "tty character special file 5:0 666",
+        "net/tun character special file a:c8 666"]
+    assert lines[7:13] == ["pts/ptmx", "/proc/self/fd", "/proc/self/fd/0", "/proc/self/fd/1",
+                           "/proc/self/fd/2", "../null"]
+
+
+def test_run_host_tells_the_container_about_its_manager(run_nspawnpy, busybox_root):
+    r = run_pipe(run_nspawnpy, busybox_root, "/bin/sh", "-c",
+                 "cat /run/host/container-manager; test -S /run/host/notify && echo sock; "
+                 "grep -c . /run/host/os-release; ls /run/host/inaccessible", check=0)
+    lines = r.stdout.split()
+    assert lines[0] == "systemd-nspawn" and lines[1] == "sock" and int(lines[2]) > 0
+    assert set(lines[3:]) == {"blk", "chr", "dir", "fifo", "reg", "sock"}
+
+
+def test_boot_id_is_random_per_container(run_nspawnpy, busybox_root):
+    ids = {run_pipe(run_nspawnpy, busybox_root, "/bin/cat",
+                    "/proc/sys/kernel/random/boot_id", check=0).stdout for _ in range(2)}
+    assert len(ids) == 2
+    assert Path("/proc/sys/kernel/random/boot_id").read_text() not in ids
+
+
+def test_proc_and_sys_are_read_only(run_nspawnpy, busybox_root):
+    r = run_pipe(run_nspawnpy, busybox_root, "/bin/sh", "-c",
+                 "echo x > /proc/sys/kernel/hostname || echo ro1; touch /sys/x || echo ro2")
+    assert "ro1" in r.stdout and "ro2" in r.stdout
+
+
+def test_hosts_mounts_are_invisible(run_nspawnpy, busybox_root):
+    r = run_pipe(run_nspawnpy, busybox_root, "/bin/sh", "-c", "ls /work 2>&1; ls /", check=0)
+    assert "No such file" in r.stdout
+
+
+def test_private_network_has_only_loopback_up(run_nspawnpy, busybox_root):
+    r = run_pipe(run_nspawnpy, busybox_root, "--private-network", "/bin/cat", "/proc/net/dev",
+                 check=0)
+    names = [line.split(":")[0].strip() for line in r.stdout.splitlines()[2:]]
+    assert names == ["lo"]
+
+
+# -- consoles --------------------------------------------------------------------------------
+
+def _pty_session(root: Path, *args, send: list[bytes], timeout=20):
+    """Run nspawnpy on a real terminal; returns (exit status, everything it printed)."""
+    pid, master = pty.fork()
+    if pid == 0:
+        os.environ["PYTHONPATH"] = str(REPO)
+        os.execv(PYTHON, [PYTHON, "-m", "nspawnpy", *QUIET, "-D", str(root), *args])
+    output = b""
+    deadline = time.monotonic() + timeout
+    pending = list(send)
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            output += chunk
+        elif pending:
+            os.write(master, pending.pop(0))
+    _, status = os.waitpid(pid, 0)
+    os.close(master)
+    return os.waitstatus_to_exitcode(status), output
+
+
+def test_interactive_console_relays_both_ways(busybox_root):
+    status, output = _pty_session(busybox_root, "/bin/sh",
+                                  send=[b"echo $((6*7)) $(tty)\r", b"exit 5\r"])
+    assert status == 5
+    assert b"42 /dev/pts/0" in output
+
+
+def test_three_escape_presses_within_a_second_kill_the_container(busybox_root):
+    status, output = _pty_session(busybox_root, "/bin/sh", send=[b"\x1d\x1d\x1d"])
+    assert status == 1
+    assert b"terminated by signal KILL" in output
+
+
+def test_window_size_follows_the_terminal(busybox_root):
+    status, output = _pty_session(busybox_root, "/bin/sh", "-c", "stty size", send=[])
+    assert status == 0
+    rows, cols = output.split()[:2]
+    assert int(rows) > 0 and int(cols) > 0
+
+
+# -- boot, stub init, lifecycle --------------------------------------------------------------
+
+def test_boot_runs_busybox_init_and_poweroff_exits_zero(run_nspawnpy, busybox_root):
+    write_inittab(busybox_root, "::sysinit:/bin/echo booted-as-$$", "::once:/bin/poweroff",
+                  "::shutdown:/bin/true")
+    r = run_nspawnpy(*QUIET, "-b", "-D", busybox_root, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "booted-as-" in out(r)
+
+
+def test_reboot_restarts_in_place_without_keep_unit(run_nspawnpy, busybox_root):
+    write_inittab(busybox_root,
+                  "::sysinit:/bin/sh -c 'echo x >> /count; "
+                  "if [ $(wc -l < /count) -lt 2 ]; then reboot; else poweroff; fi'",
+                  "::shutdown:/bin/true")
+    r = run_nspawnpy(*QUIET, "-b", "-D", busybox_root, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert (busybox_root / "count").read_text() == "x\nx\n"
+
+
+def test_reboot_exits_133_with_keep_unit(run_nspawnpy, busybox_root):
+    write_inittab(busybox_root, "::once:/sbin/reboot", "::shutdown:/bin/true")
+    r = run_nspawnpy(*QUIET, "--keep-unit", "-b", "-D", busybox_root, timeout=60)
+    assert r.returncode == 133, r.stderr
+    assert leftovers() == []
+
+
+def test_boot_without_init_is_refused(run_nspawnpy, busybox_root):
+    (busybox_root / "sbin/init").unlink()
+    r = run_nspawnpy(*QUIET, "-b", "-D", busybox_root)
+    assert r.returncode == 1
+    assert "init" in r.stderr and len(r.stderr.splitlines()) == 1
+
+
+def test_boot_passes_arguments_to_init(run_nspawnpy, busybox_root):
+    (busybox_root / "sbin/init").unlink()
+    (busybox_root / "sbin/init").write_text("#!/bin/sh\necho args=\"$*\" pid=$$\n")
+    (busybox_root / "sbin/init").chmod(0o755)
+    r = run_pipe(run_nspawnpy, busybox_root, "-b", "one", "two", check=0)
+    assert r.stdout.strip() == "args=one two pid=1"
+
+
+def test_as_pid2_runs_stub_init_as_pid_1(run_nspawnpy, busybox_root):
+    r = run_pipe(run_nspawnpy, busybox_root, "-a", "/bin/sh", "-c",
+                 "echo $$; cat /proc/1/cmdline | tr '\\0' ' '; exit 4")
+    assert r.returncode == 4
+    assert r.stdout.splitlines()[0] == "2"
+
+
+def test_as_pid2_stub_reaps_orphans(run_nspawnpy, busybox_root):
+    r = run_pipe(run_nspawnpy, busybox_root, "-a", "/bin/sh", "-c",
+                 "(sleep 0.2 &) ; sleep 0.6; ps -o stat,comm | grep -c Z || true", check=0)
+    assert r.stdout.strip() == "0"
+
+
+def test_pid_1_ignores_its_own_kill_like_nspawn(run_nspawnpy, busybox_root):
+    # PID 1 of a PID namespace cannot be killed from inside: sh carries on and exits 0.
+    r = run_pipe(run_nspawnpy, busybox_root, "/bin/sh", "-c", "kill -9 $$; echo alive")
+    assert r.returncode == 0 and r.stdout == "alive\n"
+
+
+def test_sigterm_kills_a_plain_command_and_exits_1(busybox_root):
+    p = spawn(busybox_root, "--console=pipe", "/bin/sleep", "100")
+    leader_of(p.pid, "sleep")
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=20)
+    assert p.returncode == 1
+    assert "terminated by signal KILL" in err
+
+
+def test_sigterm_sends_the_kill_signal_once(busybox_root):
+    p = spawn(busybox_root, "--console=pipe", "--kill-signal=SIGINT", "/bin/sh", "-c",
+              "trap 'echo got-int; exit 3' INT; while :; do sleep 0.1; done")
+    leader_of(p.pid, "sh")
+    time.sleep(0.3)
+    p.send_signal(signal.SIGTERM)
+    stdout, _ = p.communicate(timeout=20)
+    assert p.returncode == 3
+    assert "got-int" in stdout
+
+
+def test_sigkill_of_the_supervisor_leaves_nothing_behind(busybox_root):
+    write_inittab(busybox_root, "::sysinit:/bin/true", "::shutdown:/bin/true")
+    p = spawn(busybox_root, "-b")
+    leader = leader_of(p.pid, "init")
+    namespace = pid_namespace(leader)
+    assert processes_in_namespace(namespace)
+    p.kill()
+    p.wait(timeout=10)
+    wait_for(lambda: not processes_in_namespace(namespace), timeout=15)
+    assert not os.path.exists(f"/proc/{leader}")
+    wait_for(lambda: leftovers() == [], timeout=15)
+    # The tree's lock went with it: it starts again at once.
+    r = subprocess.run([PYTHON, "-m", "nspawnpy", *QUIET, "--console=pipe", "-D",
+                        str(busybox_root), "/bin/true"], env={**os.environ, "PYTHONPATH": str(REPO)},
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+
+
+def test_a_running_tree_is_locked_against_a_second_start(run_nspawnpy, busybox_root):
+    p = spawn(busybox_root, "--console=pipe", "/bin/sleep", "100")
+    try:
+        leader_of(p.pid, "sleep")
+        r = run_nspawnpy(*QUIET, "--console=pipe", "-D", busybox_root, "/bin/true")
+        assert r.returncode == 1
+        assert "busy" in r.stderr and len(r.stderr.splitlines()) == 1
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_nothing_is_left_after_a_normal_run(run_nspawnpy, busybox_root):
+    run_pipe(run_nspawnpy, busybox_root, "/bin/true", check=0)
+    assert leftovers() == []
+
+
+def test_debian_boots_to_running_and_sigterm_halts_it(debian_root):
+    p = spawn(debian_root, "-b")
+    try:
+        leader = leader_of(p.pid, "systemd")
+
+        def running():
+            r = nsenter(leader, "systemctl", "is-system-running")
+            return r.stdout.strip() in ("running", "degraded") and r.stdout.strip()
+        wait_for(running, timeout=60, step=0.3)
+        r = nsenter(leader, "cat", "/etc/machine-id", "/proc/1/cgroup")
+        assert r.returncode == 0
+        p.send_signal(signal.SIGTERM)
+        p.communicate(timeout=60)
+        assert p.returncode == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    wait_for(lambda: leftovers() == [], timeout=15)
+
+
+def test_debian_poweroff_inside_ends_with_status_0(debian_root):
+    p = spawn(debian_root, "-b")
+    try:
+        leader = leader_of(p.pid, "systemd")
+        wait_for(lambda: nsenter(leader, "systemctl", "is-system-running").stdout.strip()
+                 in ("running", "degraded"), timeout=60, step=0.3)
+        nsenter(leader, "systemctl", "poweroff")
+        p.communicate(timeout=60)
+        assert p.returncode == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+# -- bad input -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, expect", [
+    (["-D", "/nonexistent/tree", "/bin/true"], "No such file"),
+    (["-D", "/etc/hostname", "/bin/true"], "Not a directory"),
+    (["--no-such-option"], "unrecognized option"),
+    (["-D", "/", "--uuid=xyz", "/bin/true"], "--uuid"),
+    (["-D", "/", "-b", "-a"], "--boot and --as-pid2 may not be combined"),
+    (["-D", "/", "--kill-signal=SIGNOPE", "/bin/true"], "--kill-signal"),
+    (["-D", "/", "--console=bogus", "/bin/true"], "--console"),
+    (["-D", "/", "--read-only", "--volatile=yes", "/bin/true"], "--volatile"),
+    (["-D"], "requires an argument"),
+    (["-i", "/tmp/x.raw", "/bin/true"], "not supported"),
+])
+def test_bad_input_is_one_line_and_exit_1(run_nspawnpy, args, expect):
+    r = run_nspawnpy("--register=no", "-q", *args)
+    assert r.returncode == 1
+    assert expect in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in r.stderr
+
+
+def test_missing_command_is_one_line_and_exit_1(run_nspawnpy, busybox_root):
+    r = run_pipe(run_nspawnpy, busybox_root, "/bin/nonexistent")
+    assert r.returncode == 1
+    assert len(r.stderr.strip().splitlines()) == 1 and "nonexistent" in r.stderr
+    r = run_pipe(run_nspawnpy, busybox_root, "nonexistent-command")
+    assert r.returncode == 1
+    assert "execv" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert leftovers() == []
+
+
+def test_unknown_user_is_one_line_and_exit_1(run_nspawnpy, busybox_root):
+    r = run_pipe(run_nspawnpy, busybox_root, "-u", "nobody-here", "/bin/true")
+    assert r.returncode == 1
+    assert r.stderr.strip() == "Failed to resolve user nobody-here."
+    assert leftovers() == []
+
+
+def test_registration_without_machined_fails_clearly(run_nspawnpy, busybox_root):
+    if os.path.exists("/run/dbus/system_bus_socket"):
+        pytest.skip("a system bus exists here; registration is tested in the test host")
+    r = run_nspawnpy("-q", "--console=pipe", "-D", busybox_root, "/bin/true")
+    assert r.returncode == 1
+    assert "register" in r.stderr and "--register=no" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_plain_run_imports_neither_pyroute2_nor_dbus(busybox_root):
+    code = ("import sys, runpy; sys.argv=['nspawnpy','--register=no','-q','--console=pipe','-D',"
+            f"'{busybox_root}','/bin/true'];\ntry:\n runpy.run_module('nspawnpy', run_name='__main__')\n"
+            "except SystemExit: pass\nprint(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('pyroute2','dbus_next','pystemd')))")
+    r = subprocess.run([PYTHON, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO)},
+                       capture_output=True, text=True, timeout=30)
+    assert r.stdout.strip().endswith("[]"), r.stdout + r.stderr
+
+
+def test_help_and_version(run_nspawnpy):
+    r = run_nspawnpy("--help", check=0)
+    for option in ("--directory", "--boot", "--as-pid2", "--machine", "--console", "--kill-signal"):
+        assert option in r.stdout
+    assert run_nspawnpy("--version", check=0).stdout.startswith("nspawnpy ")
