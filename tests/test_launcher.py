@@ -1,6 +1,7 @@
 """The core launcher: running and booting a tree, what the container sees,
 lifecycle and exit codes, and bad input — as systemd-nspawn 252 does it."""
 
+import contextlib
 import os
 import pty
 import select
@@ -418,40 +419,36 @@ def test_nothing_is_left_after_a_normal_run(run_nspawnpy, busybox_root):
     assert leftovers() == []
 
 
-def test_debian_boots_to_running_and_sigterm_halts_it(debian_root):
-    p = spawn(debian_root, "-b")
-    try:
-        leader = leader_of(p.pid, "systemd")
-
-        def running():
-            r = nsenter(leader, "systemctl", "is-system-running")
-            return r.stdout.strip() in ("running", "degraded") and r.stdout.strip()
-        wait_for(running, timeout=60, step=0.3)
-        r = nsenter(leader, "cat", "/etc/machine-id", "/proc/1/cgroup")
-        assert r.returncode == 0
-        p.send_signal(signal.SIGTERM)
-        p.communicate(timeout=60)
-        assert p.returncode == 0
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-    wait_for(lambda: leftovers() == [], timeout=15)
-
-
-def test_debian_poweroff_inside_ends_with_status_0(debian_root):
-    p = spawn(debian_root, "-b")
+@contextlib.contextmanager
+def booted_debian(root: Path):
+    """Boot the tree, wait until its systemd is running; yields (supervisor, leader)."""
+    p = spawn(root, "-b")
     try:
         leader = leader_of(p.pid, "systemd")
         wait_for(lambda: nsenter(leader, "systemctl", "is-system-running").stdout.strip()
                  in ("running", "degraded"), timeout=60, step=0.3)
-        nsenter(leader, "systemctl", "poweroff")
-        p.communicate(timeout=60)
-        assert p.returncode == 0
+        yield p, leader
     finally:
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+def test_debian_boots_to_running_and_sigterm_halts_it(debian_root):
+    with booted_debian(debian_root) as (p, leader):
+        machine_id = nsenter(leader, "cat", "/etc/machine-id").stdout.strip()
+        assert len(machine_id) == 32
+        p.send_signal(signal.SIGTERM)
+        p.communicate(timeout=60)
+        assert p.returncode == 0
+    wait_for(lambda: leftovers() == [], timeout=15)
+
+
+def test_debian_poweroff_inside_ends_with_status_0(debian_root):
+    with booted_debian(debian_root) as (p, leader):
+        nsenter(leader, "systemctl", "poweroff")
+        p.communicate(timeout=60)
+        assert p.returncode == 0
 
 
 # -- bad input -------------------------------------------------------------------------------
