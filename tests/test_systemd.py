@@ -1,0 +1,210 @@
+"""systemd integration, checked inside the test host with the real tools: nspawnpy@.service
+under systemctl, registration as machinectl/busctl see it, scopes and their properties,
+sd_notify and the errors when machined cannot be used."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import rootfs
+
+MACHINES = "/var/lib/machines"
+
+
+@pytest.fixture(scope="module")
+def host(testhost):
+    testhost.install_units()
+    return testhost
+
+
+def wait_until(host, check: str, timeout: float = 30) -> str:
+    """Run the shell snippet *check* in the test host until it succeeds; return its output."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = host.run(check, check=False, timeout=30)
+        if r.returncode == 0:
+            return r.stdout
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for: {check}\n{r.stdout}{r.stderr}")
+        time.sleep(0.2)
+
+
+def show(host, unit: str, *props: str) -> dict:
+    out = host.run(["systemctl", "show", unit, *(f"--property={p}" for p in props)]).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def machines(host) -> list[list[str]]:
+    out = host.run(["machinectl", "list", "--no-legend", "--no-pager"]).stdout
+    return [line.split() for line in out.splitlines() if line.strip()]
+
+
+def journal(host, unit: str) -> str:
+    return host.run(["journalctl", "-u", unit, "--no-pager", "-o", "cat"], check=False).stdout
+
+
+def debian_guest(host, name: str):
+    rootfs.debian_tree(host.root / MACHINES.lstrip("/") / name)
+
+
+def busybox_guest(host, name: str):
+    rootfs.busybox_tree(host.root / MACHINES.lstrip("/") / name)
+
+
+def stop_unit(host, unit: str) -> None:
+    host.run(["systemctl", "stop", unit], check=False)
+    host.run(["systemctl", "reset-failed", unit], check=False)
+
+
+def test_unit_boots_registers_reboots_and_powers_off(host):
+    debian_guest(host, "web1")
+    unit = "nspawnpy@web1.service"
+    try:
+        host.run(["systemctl", "start", unit], timeout=60)
+        assert show(host, unit, "ActiveState")["ActiveState"] == "active"
+        assert ["web1", "container", "nspawnpy"] == machines(host)[0][:3]
+
+        status = host.run(["machinectl", "status", "web1", "--no-pager"]).stdout
+        leader = show(host, unit, "MainPID")  # the supervisor; the leader is its child
+        assert f"Unit: {unit}" in status
+        assert f"Root: {MACHINES}/web1" in status
+        assert "Service: nspawnpy; class container" in status
+        assert "Leader:" in status and "(systemd)" in status
+        assert "Iface: ve-web1" in status
+        assert leader["MainPID"] != "0"
+        # The guest's own systemd is reachable through machined's container bus.
+        wait_until(host, "systemctl -M web1 is-system-running --wait | grep -Eq 'running|degraded'")
+        out = host.run(["systemd-run", "-M", "web1", "--wait", "--pipe", "-q",
+                        "/bin/cat", "/proc/sys/kernel/hostname", "/proc/1/comm"]).stdout
+        assert out.split() == ["web1", "systemd"]
+        # The unit is split into supervisor/ and payload/, and the guest's systemd manages
+        # the delegated subtree below payload/ (which it sees as its root).
+        tree = host.run(["systemd-cgls", "--no-pager", "-u", unit]).stdout
+        assert "├─payload" in tree and "└─supervisor" in tree
+        own = host.run(["systemd-run", "-M", "web1", "--wait", "--pipe", "-q", "--unit=probe",
+                        "/bin/cat", "/proc/self/cgroup"]).stdout
+        assert ":/system.slice/probe.service\n" in own and "payload" not in own
+
+        host.run(["machinectl", "reboot", "web1"])
+        wait_until(host, f"test $(systemctl show -P NRestarts {unit}) = 1")
+        wait_until(host, "machinectl show web1 -p State --value | grep -qx running")
+        assert show(host, unit, "ActiveState")["ActiveState"] == "active"
+
+        host.run(["machinectl", "poweroff", "web1"])
+        wait_until(host, f"systemctl show -P ActiveState {unit} | grep -qx inactive")
+        props = show(host, unit, "Result", "ExecMainStatus")
+        assert props == {"Result": "success", "ExecMainStatus": "0"}
+        assert machines(host) == []
+    finally:
+        stop_unit(host, unit)
+
+
+def test_terminate_stops_the_unit_with_a_clean_shutdown(host):
+    debian_guest(host, "web2")
+    unit = "nspawnpy@web2.service"
+    try:
+        host.run(["systemctl", "start", unit], timeout=60)
+        wait_until(host, "systemctl -M web2 is-system-running --wait | grep -Eq 'running|degraded'")
+        host.run(["machinectl", "terminate", "web2"])
+        wait_until(host, f"systemctl show -P ActiveState {unit} | grep -qx inactive", timeout=20)
+        assert show(host, unit, "Result")["Result"] == "success"
+        assert "System Halt" in journal(host, unit) or "Halting system" in journal(host, unit)
+        assert machines(host) == []
+    finally:
+        stop_unit(host, unit)
+
+
+def test_plain_run_gets_a_machine_scope_with_properties_and_sigkill_unregisters(host):
+    busybox_guest(host, "bbs")
+    host.run(f"nspawnpy -q -D {MACHINES}/bbs -M bbs --property=MemoryMax=64M "
+             "--property=CPUQuota=20% --property=TasksMax=77 /bin/sleep 100 "
+             ">/tmp/bbs.log 2>&1 </dev/null &")
+    try:
+        wait_until(host, "machinectl show bbs -p State --value | grep -qx running", timeout=20)
+        status = host.run(["machinectl", "status", "bbs", "--no-pager"]).stdout
+        assert "Unit: machine-bbs.scope" in status and "(sleep)" in status
+        props = show(host, "machine-bbs.scope", "MemoryMax", "CPUQuotaPerSecUSec", "TasksMax",
+                     "Slice", "DevicePolicy", "Delegate", "ActiveState")
+        assert props == {"MemoryMax": str(64 << 20), "CPUQuotaPerSecUSec": "200ms",
+                         "TasksMax": "77", "Slice": "machine.slice", "DevicePolicy": "closed",
+                         "Delegate": "yes", "ActiveState": "active"}
+        leader = host.run(["machinectl", "show", "bbs", "-p", "Leader", "--value"]).stdout.strip()
+        supervisor = host.run(["ps", "-o", "ppid=", "-p", leader]).stdout.strip()
+        host.run(["kill", "-KILL", supervisor])
+        wait_until(host, "! machinectl show bbs >/dev/null 2>&1", timeout=15)
+        wait_until(host, "! systemctl is-active -q machine-bbs.scope", timeout=15)
+    finally:
+        host.run(["machinectl", "kill", "bbs", "-s", "KILL"], check=False)
+
+
+def test_register_fails_in_one_line_without_machined(host):
+    busybox_guest(host, "bbn")
+    cmd = f"nspawnpy -q -D {MACHINES}/bbn /bin/true"
+    r = host.run(cmd, check=1, env={"DBUS_SYSTEM_BUS_ADDRESS": "unix:path=/run/nonexistent"})
+    assert r.stderr.startswith("Failed to register machine: ")
+    assert "--register=no" in r.stderr and r.stderr.count("\n") == 1
+    host.run("systemctl mask --runtime -q systemd-machined && systemctl stop systemd-machined")
+    try:
+        r = host.run(cmd, check=1)
+        assert r.stderr.startswith("Failed to register machine: ") and "masked" in r.stderr
+    finally:
+        host.run("systemctl unmask --runtime -q systemd-machined")
+    host.run(f"nspawnpy -q --register=no -D {MACHINES}/bbn /bin/true",
+             env={"DBUS_SYSTEM_BUS_ADDRESS": "unix:path=/run/nonexistent"})
+    assert all(m[0] != "bbn" for m in machines(host))
+
+
+def test_stale_registration_is_replaced_but_a_live_one_is_refused(host):
+    busybox_guest(host, "bbx")
+    busybox_guest(host, "bby")
+    # A machine whose leader died while its unit lives on (what a crash can leave behind).
+    host.run("systemd-run -q --unit=stale-holder /bin/sh -c '/bin/sleep 1000 & exec /bin/sleep 999'")
+    try:
+        main = show(host, "stale-holder.service", "MainPID")["MainPID"]
+        procs = host.run("cat /sys/fs/cgroup/systemd/system.slice/stale-holder.service/cgroup.procs"
+                         " 2>/dev/null || cat /sys/fs/cgroup/system.slice/stale-holder.service/"
+                         "cgroup.procs").stdout.split()
+        leader = next(p for p in procs if p != main)
+        host.run(["busctl", "call", "org.freedesktop.machine1", "/org/freedesktop/machine1",
+                  "org.freedesktop.machine1.Manager", "RegisterMachine", "sayssus",
+                  "stale", "0", "", "container", leader, "/"])
+        host.run(["kill", "-KILL", leader])
+        assert ["stale", "container"] == [m[:2] for m in machines(host) if m[0] == "stale"][0]
+        r = host.run(f"nspawnpy -q -D {MACHINES}/bbx -M stale /bin/echo registered", check=0)
+        assert r.stdout == "registered\n"
+    finally:
+        stop_unit(host, "stale-holder.service")
+
+    host.run(f"nspawnpy -q -D {MACHINES}/bbx -M taken /bin/sleep 30 >/dev/null 2>&1 &")
+    try:
+        wait_until(host, "machinectl show taken -p State --value | grep -qx running", timeout=20)
+        r = host.run(f"nspawnpy -q -D {MACHINES}/bby -M taken /bin/true", check=1)
+        assert r.stderr == ("Failed to register machine: machine 'taken' already exists and is "
+                            "running; pick another name with --machine=.\n")
+    finally:
+        host.run(["machinectl", "kill", "taken", "-s", "KILL"], check=False)
+
+
+def test_unit_with_bad_instance_fails_with_a_clear_line(host):
+    for instance, message in (("a..b", "Invalid value for --machine=: 'a..b'"),
+                              ("missing", "No image for machine 'missing'.")):
+        unit = f"nspawnpy@{instance}.service"
+        try:
+            host.run(["systemctl", "start", unit], check=False)
+            wait_until(host, f"systemctl is-failed -q {unit}", timeout=15)
+            assert show(host, unit, "ExecMainStatus")["ExecMainStatus"] == "1"
+            assert message in journal(host, unit)
+        finally:
+            stop_unit(host, unit)
+    assert machines(host) == []
+
+
+def test_notify_unit_gets_ready_status_and_watchdog_pings(host):
+    busybox_guest(host, "bbw")
+    r = host.run("systemd-run -q --wait --collect -p Type=notify -p WatchdogSec=1s "
+                 "-p Delegate=yes --unit=wd-test "
+                 f"/usr/local/bin/nspawnpy -q --keep-unit -D {MACHINES}/bbw /bin/sleep 2.5",
+                 check=False, timeout=30)
+    assert r.returncode == 0, r.stderr + journal(host, "wd-test.service")
