@@ -22,7 +22,7 @@ SERVICE = "nspawnpy"
 MACHINED = "org.freedesktop.machine1"
 MACHINED_PATH = "/org/freedesktop/machine1"
 MANAGER = "org.freedesktop.machine1.Manager"
-SIGRTMIN = 34
+SIGRTMIN, SIGTERM = 34, 15
 UINT64_MAX = 2**64 - 1
 # Devices a container may use besides the standard pseudo-devices (DevicePolicy=closed).
 DEVICE_ALLOW = [("/dev/net/tun", "rwm"), ("char-pts", "rw")]
@@ -40,13 +40,13 @@ def registration(settings, image):
         ifindexes = list(getattr(image, "ifindexes", None) or [])
         machine_id = bytes.fromhex(image.uuid)
         if keep_unit:
-            args = ("RegisterMachineWithNetwork", "sayssusai",
-                    [image.machine, machine_id, service, "container", pid, image.root, ifindexes])
+            _run(_register(image.machine, "RegisterMachineWithNetwork", "sayssusai",
+                           [image.machine, machine_id, service, "container", pid, image.root,
+                            ifindexes]))
         else:
-            args = ("CreateMachineWithNetwork", "sayssusaia(sv)",
-                    [image.machine, machine_id, service, "container", pid, image.root,
-                     ifindexes, properties])
-        _run(_register(image.machine, *args))
+            _create_with_controller(image.machine, [
+                image.machine, machine_id, service, "container", pid, image.root, ifindexes,
+                properties])
         return lambda: unregister(image.machine)
 
     register.makes_scope = not keep_unit
@@ -97,8 +97,45 @@ async def _call(bus, member: str, signature: str = "", body=(), interface: str =
     return reply.body
 
 
-async def _register(machine: str, member: str, signature: str, body: list) -> None:
-    bus = await _connect()
+def _create_with_controller(machine: str, body: list) -> None:
+    """CreateMachineWithNetwork from a thread that stays connected as the scope's Controller:
+    stopping the scope (machinectl terminate) then sends us RequestStop instead of signalling
+    the payload, and we turn it into SIGTERM for ourselves, i.e. nspawn's halt sequence."""
+    import queue
+    import threading
+    outcome: queue.Queue = queue.Queue()
+
+    async def serve() -> None:
+        from dbus_next import MessageType, Variant
+        bus = None
+        try:
+            bus = await _connect()
+            body[-1] = [*body[-1], ["Controller", Variant("s", bus.unique_name)]]
+            await _register(machine, "CreateMachineWithNetwork", "sayssusaia(sv)", body, bus)
+        except BaseException as e:  # noqa: BLE001 - handed to the supervisor's thread
+            if bus is not None:
+                bus.disconnect()
+            outcome.put(e)
+            return
+
+        def on_message(message) -> None:
+            if message.message_type == MessageType.SIGNAL and message.member == "RequestStop" \
+                    and message.interface == "org.freedesktop.systemd1.Scope":
+                os.kill(os.getpid(), SIGTERM)
+
+        bus.add_message_handler(on_message)
+        outcome.put(None)
+        await bus.wait_for_disconnect()
+
+    threading.Thread(target=lambda: _run(serve()), name="machine-controller", daemon=True).start()
+    error = outcome.get()
+    if error is not None:
+        raise error
+
+
+async def _register(machine: str, member: str, signature: str, body: list, bus=None) -> None:
+    own_bus = bus is None
+    bus = bus or await _connect()
     try:
         try:
             await _call(bus, member, signature, body)
@@ -121,7 +158,8 @@ async def _register(machine: str, member: str, signature: str, body: list) -> No
         except _BusError as e:
             raise UserError(_failure(e)) from None
     finally:
-        bus.disconnect()
+        if own_bus:
+            bus.disconnect()
 
 
 async def _stale_leader(bus, machine: str):

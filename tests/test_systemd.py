@@ -208,3 +208,19 @@ def test_notify_unit_gets_ready_status_and_watchdog_pings(host):
                  f"/usr/local/bin/nspawnpy -q --keep-unit -D {MACHINES}/bbw /bin/sleep 2.5",
                  check=False, timeout=30)
     assert r.returncode == 0, r.stderr + journal(host, "wd-test.service")
+
+
+def test_terminating_a_scope_machine_halts_its_guest_through_the_supervisor(host):
+    debian_guest(host, "scb")
+    host.run(f"nspawnpy -q -b -D {MACHINES}/scb >/tmp/scb.log 2>&1 </dev/null &")
+    try:
+        wait_until(host, "systemctl -M scb is-system-running --wait | grep -Eq 'running|degraded'")
+        controller = show(host, "machine-scb.scope", "Controller")["Controller"]
+        assert controller.startswith(":")  # our bus connection gets RequestStop
+        tree = host.run(["systemd-cgls", "--no-pager", "-u", "machine-scb.scope"]).stdout
+        assert "init.scope" in tree or "(systemd)" in tree or "/systemd" in tree
+        host.run(["machinectl", "terminate", "scb"])
+        wait_until(host, "! machinectl show scb >/dev/null 2>&1", timeout=15)
+        wait_until(host, "grep -q 'Halting system' /tmp/scb.log", timeout=15)
+    finally:
+        host.run(["machinectl", "kill", "scb", "-s", "KILL"], check=False)
