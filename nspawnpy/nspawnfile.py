@@ -16,6 +16,40 @@ RESETTABLE = {"parameters", "setenv", "network_interfaces", "network_macvlan", "
               "oom_score_adjust"}
 
 
+# What nspawn says when an untrusted file sets something it may not, by dest
+# (a whole precedence group shares one message).
+_MOUNTS = "Ignoring TemporaryFileSystem=, Bind= and BindReadOnly= settings, file {} is not trusted."
+_NETWORK = "Ignoring network settings, file {} is not trusted."
+UNTRUSTED = {
+    "ephemeral": "Ignoring ephemeral setting, file {} is not trusted.",
+    "capability": "Ignoring Capability= setting, file {} is not trusted.",
+    "ambient_capability": "Ignoring AmbientCapability= setting, file {} is not trusted.",
+    "uuid": "Ignoring MachineID= setting, file {} is not trusted.",
+    "bind": _MOUNTS, "bind_ro": _MOUNTS, "tmpfs": _MOUNTS, "overlay": _MOUNTS,
+    "overlay_ro": _MOUNTS, "inaccessible": _MOUNTS,
+    "private_network": _NETWORK, "network_interfaces": _NETWORK, "network_macvlan": _NETWORK,
+    "network_ipvlan": _NETWORK, "network_veth": _NETWORK, "network_veth_extra": _NETWORK,
+    "network_bridge": _NETWORK, "network_zone": _NETWORK,
+    "ports": "Ignoring Port= setting, file {} is not trusted.",
+    "private_users": "Ignoring PrivateUsers= and PrivateUsersChown= settings, file {} is not trusted.",
+    "private_users_ownership":
+        "Ignoring PrivateUsers= and PrivateUsersChown= settings, file {} is not trusted.",
+    "bind_user": "Ignoring bind user setting, file {} is not trusted.",
+    "syscall_allow": "Ignoring SystemCallFilter= settings, file {} is not trusted.",
+    "oom_score_adjust": "Ignoring OOMScoreAdjust= setting, file '{}' is not trusted.",
+    "cpu_affinity": "Ignoring CPUAffinity= setting, file '{}' is not trusted.",
+    "link_journal": "Ignoring journal link setting, file '{}' is not trusted.",
+    "load_credential": "Ignoring LoadCredential= setting, file '{}' is not trusted.",
+}
+
+
+def untrusted_message(option, path: str) -> str:
+    if option.dest == "rlimits":
+        return f"Ignoring {option.key}= setting, file '{path}' is not trusted."
+    template = UNTRUSTED.get(option.dest, f"Ignoring {option.key}= setting, file {{}} is not trusted.")
+    return template.format(path)
+
+
 def warn(message: str) -> None:
     sys.stderr.write(message + "\n")
 
@@ -76,16 +110,17 @@ def merge(settings: Settings, path: str, trusted: bool) -> None:
     mode = settings.settings
     trusted = trusted or mode == "trusted"
     file_settings, seen = read(path)
+    warnings = {}
     for group in dict.fromkeys(o.group for o in seen):
         if group in settings.cli_groups and mode != "override":
             continue
         if group == "seccomp":
-            _merge_syscalls(settings, file_settings, trusted, path)
+            _merge_syscalls(settings, file_settings, trusted, path, warnings)
             continue
         for member in (o for o in OPTIONS if o.group == group and o.key):
             if member.trusted and not trusted:
                 if member in seen:
-                    warn(f"Ignoring {member.key}= setting, file {path} is not trusted.")
+                    warnings.setdefault(untrusted_message(member, path), _warning_rank(member))
                 continue
             value = getattr(file_settings, member.dest)
             if member.dest in ("capability", "drop_capability", "ambient_capability"):
@@ -96,14 +131,24 @@ def merge(settings: Settings, path: str, trusted: bool) -> None:
                     settings.rlimits[name] = file_settings.rlimits[name]
             else:
                 setattr(settings, member.dest, _copy(value))
+    for message in sorted(warnings, key=warnings.get):
+        warn(message)
 
 
-def _merge_syscalls(settings, file_settings, trusted, path) -> None:
+def _warning_rank(option) -> float:
+    """nspawn reports untrusted settings in a fixed order; the UNTRUSTED table follows it."""
+    order = list(UNTRUSTED)
+    if option.dest == "rlimits":
+        return order.index("oom_score_adjust") - 0.5
+    return order.index(option.dest) if option.dest in order else len(order)
+
+
+def _merge_syscalls(settings, file_settings, trusted, path, warnings) -> None:
     if file_settings.syscall_allow:
         if trusted:
             settings.syscall_allow.extend(file_settings.syscall_allow)
         else:
-            warn(f"Ignoring SystemCallFilter= allow list, file {path} is not trusted.")
+            warnings[UNTRUSTED["syscall_allow"].format(path)] = list(UNTRUSTED).index("syscall_allow")
     settings.syscall_deny.extend(file_settings.syscall_deny)
 
 

@@ -51,6 +51,7 @@ def _rlimit_store(name):
 def _rlimit_cli_store(settings, value, from_file=False):
     name, limits = value
     settings.rlimits[name] = limits
+    settings.cli_groups.add(f"rlimit_{name}")   # each limit is its own precedence group
 
 
 def _private_users_U(settings, value, from_file=False):
