@@ -11,7 +11,8 @@ PROGRAM = "nspawnpy"
 
 
 def _bad_value(option: Option, spelled: str, value: str, reason: str) -> UserError:
-    return UserError(f"Invalid value for {spelled}: '{value}': {reason}.")
+    from .parse import shown
+    return UserError(f"Invalid value for {spelled}: '{shown(value)}': {shown(reason)}.")
 
 
 def _store(settings: Settings, option: Option, spelled: str, value) -> None:
@@ -33,10 +34,11 @@ def _find_long(name: str) -> Option:
     matches = {o.long: o for n, o in table.items() if n.startswith(name)}
     if len(matches) == 1:
         return next(iter(matches.values()))
+    from .parse import shown
     if len(matches) > 1:
-        raise UserError(f"{PROGRAM}: option '--{name}' is ambiguous; possibilities: "
+        raise UserError(f"{PROGRAM}: option '--{shown(name)}' is ambiguous; possibilities: "
                         + " ".join("--" + n for n in sorted(matches)))
-    raise UserError(f"{PROGRAM}: unrecognized option '--{name}'")
+    raise UserError(f"{PROGRAM}: unrecognized option '--{shown(name)}'")
 
 
 def parse_args(argv: list[str]) -> Settings:
@@ -72,7 +74,8 @@ def parse_args(argv: list[str]) -> Settings:
                 letter = arg[j]
                 option = shorts.get(letter)
                 if option is None:
-                    raise UserError(f"{PROGRAM}: invalid option -- '{letter}'")
+                    from .parse import shown
+                    raise UserError(f"{PROGRAM}: invalid option -- '{shown(letter)}'")
                 spelled = f"-{letter}"
                 if option.arg == "none":
                     _store(settings, option, spelled, None)

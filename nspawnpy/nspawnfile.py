@@ -98,7 +98,8 @@ def read(path: str) -> tuple[Settings, set]:
         try:
             value = _file_value(option, a)
         except ValueError as e:
-            raise UserError(f"{a.where()}: Invalid {a.key}= value '{a.value}': {e}.") from None
+            raise UserError(f"{a.where()}: Invalid {a.key}= value '{p.shown(a.value)}': "
+                            f"{p.shown(str(e))}.") from None
         result.store(option, value, from_file=True)
         seen.add(option)
     return result, seen

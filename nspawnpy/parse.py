@@ -12,6 +12,16 @@ HOSTNAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ
 LDH_CHARS = HOSTNAME_CHARS - {"_", "."}
 
 
+def shown(value: str, limit: int = 200) -> str:
+    """A value as it may appear in a one-line message: control characters escaped, long
+    values shortened."""
+    out = "".join(c if c.isprintable() else
+                  {"\n": "\\n", "\t": "\\t", "\r": "\\r"}.get(c, f"\\x{ord(c):02x}" if ord(c) < 256
+                                                             else f"\\u{ord(c):04x}")
+                  for c in value)
+    return out if len(out) <= limit else out[:limit] + "…"
+
+
 def boolean(value: str) -> bool:
     return parse_boolean(value)
 
