@@ -44,7 +44,22 @@ def check_conflicts(s) -> None:
 
 
 def prepare(settings):
-    """Resolve the tree, name and host-side plan; registers cleanups on the image."""
+    """Resolve the tree, name and host-side plan; registers cleanups on the image, and
+    runs them itself if preparing fails half-way (e.g. after the ephemeral layer exists)."""
+    from . import image as img
+    image = img.Image()
+    try:
+        return _prepare(settings, image)
+    except BaseException:
+        for cleanup in reversed(image.cleanups):
+            try:
+                cleanup()
+            except Exception:  # noqa: BLE001 - best effort; the original error matters
+                pass
+        raise
+
+
+def _prepare(settings, image):
     from . import console, image as img, nspawnfile
     root = img.find_directory(settings)
     machine = settings.machine or img.default_machine_name(root)
@@ -53,7 +68,6 @@ def prepare(settings):
         if found:
             nspawnfile.merge(settings, *found)
     check_conflicts(settings)
-    image = img.Image()
     if settings.template:
         from .snapshot import populate_from_template
         populate_from_template(settings.template, root)

@@ -517,3 +517,11 @@ def test_differential_custom_tmpfs(systemd_nspawn, run_nspawnpy, busybox_root, o
     ours = run_nspawnpy(*args, check=0).stdout
     assert mountinfo_line(ours, where) == mountinfo_line(theirs, where)
     assert ours.split()[-1] == theirs.split()[-1]
+
+
+@pytest.mark.parametrize("failing", ["--load-credential=a:/nonexistent", "--bind=/nonexistent-src:/x"])
+def test_ephemeral_layer_removed_when_start_fails(run_nspawnpy, busybox_root, failing):
+    r = run_nspawnpy(*BASE, "-D", busybox_root, "-x", failing, "/bin/true")
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert _ephemeral_dirs(busybox_root.parent) == []
+    assert stray(busybox_root.name) == []
