@@ -15,6 +15,7 @@ MS_STRICTATIME = 1 << 24   # nspawn's tmpfs API mounts show neither relatime nor
 def api_mounts(private_net: bool) -> list:
     """/proc, /sys, /dev, /run and /tmp, in the order they must happen."""
     plan = [
+        m.Call("/", m.base_filesystem),
         m.Mount("/proc", "proc", flags=MS_NOSUID | MS_NOEXEC | MS_NODEV),
     ]
     plan += [m.ReadOnly(f"/proc/{name}") for name in m.PROC_READ_ONLY]

@@ -94,6 +94,11 @@ def check_tree(root: str, settings) -> None:
         raise UserError(f"Failed to resolve path {root}: No such file or directory")
     if not os.path.isdir(root):
         raise UserError(f"Failed to open {root}: Not a directory")
+    if settings.volatile == "yes" and any(
+            os.path.isdir(root + d) and not os.path.islink(root + d)
+            for d in ("/bin", "/sbin", "/lib", "/lib64")):
+        raise UserError(f"--volatile=yes needs a merged-/usr tree (/bin, /sbin, /lib, /lib64 as "
+                        f"symlinks into /usr), and {root} is not one. Refusing.")
     if settings.boot and not any(os.path.exists(root + p)
                                  for p in ("/etc/os-release", "/usr/lib/os-release")):
         raise UserError(f"Directory {root} doesn't look like an OS root directory "

@@ -184,6 +184,31 @@ class Call(Op):
         return f"Call({self.where}, {self.function.__name__})"
 
 
+# What every tree gets if it lacks it (a --volatile=yes root starts out empty but /usr):
+# compatibility symlinks into /usr where /usr has the target, and the top-level dirs.
+BASE_LINKS = ("bin", "lib", "lib64", "sbin")
+BASE_DIRS = (("usr", 0o755), ("var", 0o755), ("etc", 0o755), ("proc", 0o555), ("sys", 0o555),
+             ("root", 0o750))
+
+
+def base_filesystem(root: str) -> None:
+    for name in BASE_LINKS:
+        path = under(root, "/" + name)
+        if not os.path.lexists(path) and os.path.isdir(under(root, "/usr/" + name)):
+            try:
+                os.symlink("usr/" + name, path)
+            except OSError:
+                pass
+    for name, mode in BASE_DIRS:
+        path = under(root, "/" + name)
+        if not os.path.lexists(path):
+            try:
+                os.mkdir(path)
+                os.chmod(path, mode)
+            except OSError:
+                pass
+
+
 def populate_dev(root: str) -> None:
     """The device nodes and links nspawn gives every container."""
     dev = under(root, "/dev")

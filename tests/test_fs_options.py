@@ -80,16 +80,30 @@ def test_read_only_root_cannot_be_written(inside, busybox_root):
     assert not (busybox_root / "x").exists()
 
 
-def test_volatile_yes_is_tmpfs_root_with_read_only_usr(run_nspawnpy, busybox_root):
-    shutil.copy2(busybox_root / "bin/busybox", busybox_root / "usr/bin/busybox")
-    script = ("PATH=/usr/bin; busybox touch /x && echo root-rw; busybox touch /usr/x 2>/dev/null "
-              "|| echo usr-ro; busybox grep -E ' / ' /proc/self/mountinfo; busybox ls /")
-    out = run_nspawnpy(*BASE, "-D", busybox_root, "--volatile=yes", "/usr/bin/busybox", "sh", "-c",
-                       script, check=0).stdout
+def merge_usr(root: Path) -> None:
+    """Turn a busybox tree into a merged-/usr one (/bin -> usr/bin, /sbin -> usr/sbin)."""
+    for name in ("bin", "sbin"):
+        for entry in (root / name).iterdir():
+            os.rename(entry, root / "usr" / name / entry.name)
+        (root / name).rmdir()
+        (root / name).symlink_to(f"usr/{name}")
+
+
+def test_volatile_yes_is_tmpfs_root_with_read_only_usr(inside, busybox_root):
+    merge_usr(busybox_root)
+    out = inside("--volatile=yes", script=(
+        "touch /x && echo root-rw; touch /usr/x 2>/dev/null || echo usr-ro; "
+        "grep -E ' / ' /proc/self/mountinfo; ls /"))
     assert "root-rw" in out and "usr-ro" in out
     assert " - tmpfs " in out
-    assert "etc" not in out.split()  # only /usr comes from the tree
+    assert "home" not in out.split() and "mnt" not in out.split()  # only /usr comes from the tree
+    assert "bin" in out.split()  # compatibility links into /usr, as nspawn makes them
     assert not (busybox_root / "x").exists()
+
+
+def test_volatile_yes_refuses_unmerged_usr(run_nspawnpy, busybox_root):
+    r = run_nspawnpy(*BASE, "-D", busybox_root, "--volatile=yes", "/bin/true")
+    assert r.returncode == 1 and "merged" in r.stderr and len(r.stderr.splitlines()) == 1
 
 
 def test_volatile_state_has_tmpfs_var_on_read_only_root(inside, busybox_root):
@@ -169,7 +183,7 @@ def test_pivot_root_new_root_gets_api_mounts(inside, busybox_root):
     names = out.split()
     assert "oldroot" in names and "os-release" in names and "proc" in names
     out = inside("--pivot-root=/new", script="ls /; ls -A /oldroot | wc -l")
-    assert "etc" not in out.split() and out.split()[-1] == "0"
+    assert "home" not in out.split() and out.split()[-1] == "0"
 
 
 # --- custom mounts ---------------------------------------------------------------------------
