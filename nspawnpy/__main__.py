@@ -132,7 +132,7 @@ def custom_plan(settings, image) -> list:
         import tempfile
         scratch = tempfile.mkdtemp(prefix="nspawnpy-", dir="/var/tmp")
         image.cleanups.append(lambda: shutil.rmtree(scratch, ignore_errors=True))
-    return fsplan.custom_mounts(settings, scratch)
+    return fsplan.custom_mounts(settings, scratch, image.cleanups)
 
 
 def load_credentials(settings) -> list:

@@ -37,9 +37,10 @@ def api_mounts(private_net: bool) -> list:
     return plan
 
 
-def custom_mounts(settings, scratch: str) -> list:
+def custom_mounts(settings, scratch: str, cleanups: list | None = None) -> list:
     """--bind/--bind-ro/--tmpfs/--overlay/--inaccessible, sorted by destination
-    so that a mount below another one lands on top of it."""
+    so that a mount below another one lands on top of it. Host directories made for
+    them (overlay work dirs next to their upper layer) are removed by `cleanups`."""
     ops = []
     for read_only, specs in ((False, settings.bind), (True, settings.bind_ro)):
         for source, dest, options in specs:
@@ -56,11 +57,29 @@ def custom_mounts(settings, scratch: str) -> list:
     for read_only, specs in ((False, settings.overlay), (True, settings.overlay_ro)):
         for layers, dest in specs:
             work = f"{scratch}/overlay{len(ops)}"
+            upper = layers[-1] if not read_only and len(layers) > 1 else ""
+            if upper and not upper.startswith("+"):
+                work = _work_dir_next_to(upper, cleanups)
             ops.append(m.Overlay(layers, dest, read_only, work))
     for path in settings.inaccessible:
         ops.append(m.Mask(path))
     ops.sort(key=lambda op: op.where)
     return ops
+
+
+def _work_dir_next_to(upper: str, cleanups) -> str:
+    """overlayfs needs its work dir on the upper layer's file system: `.#UPPERxxxx` beside it."""
+    import shutil
+    from .errors import UserError
+    parent, base = os.path.split(upper.rstrip("/"))
+    work = f"{parent}/.#{base}{os.urandom(8).hex()}"
+    try:
+        os.mkdir(work, 0o700)
+    except OSError as e:
+        raise UserError(f"Failed to create overlay work directory {work}: {e.strerror}") from None
+    if cleanups is not None:
+        cleanups.append(lambda: shutil.rmtree(work, ignore_errors=True))
+    return work
 
 
 def final_mounts() -> list:

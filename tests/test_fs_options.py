@@ -539,3 +539,19 @@ def test_ephemeral_layer_removed_when_start_fails(run_nspawnpy, busybox_root, fa
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert _ephemeral_dirs(busybox_root.parent) == []
     assert stray(busybox_root.name) == []
+
+
+def test_overlay_upper_on_another_file_system(inside, busybox_root):
+    import secrets as _secrets
+    skip_unless(os.path.isdir("/dev/shm"), "no /dev/shm")
+    lower = busybox_root.parent / "lower"
+    lower.mkdir()
+    (lower / "l").write_text("L\n")
+    upper = Path(f"/dev/shm/nspawnpy-test-upper-{_secrets.token_hex(3)}")
+    upper.mkdir()
+    try:
+        out = inside(f"--overlay={lower}:{upper}:/mnt/o", script="echo n > /mnt/o/n; cat /mnt/o/l")
+        assert out == "L\n" and (upper / "n").read_text() == "n\n"
+        assert [p for p in os.listdir("/dev/shm") if p.startswith(".#" + upper.name)] == []
+    finally:
+        shutil.rmtree(upper)
