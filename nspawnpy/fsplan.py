@@ -44,6 +44,10 @@ def custom_mounts(settings, scratch: str, cleanups: list | None = None) -> list:
     ops = []
     for read_only, specs in ((False, settings.bind), (True, settings.bind_ro)):
         for source, dest, options in specs:
+            if {"idmap", "rootidmap", "owneridmap"} & set(options):
+                from .errors import UserError
+                raise UserError(f"Bind mount {dest}: ID-mapped binds need user namespacing "
+                                "(--private-users=), which nspawnpy does not support yet.")
             in_container = source.startswith("+")
             if source == "":
                 source = f"{scratch}/bind{len(ops)}"

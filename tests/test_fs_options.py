@@ -555,3 +555,9 @@ def test_overlay_upper_on_another_file_system(inside, busybox_root):
         assert [p for p in os.listdir("/dev/shm") if p.startswith(".#" + upper.name)] == []
     finally:
         shutil.rmtree(upper)
+
+
+def test_idmap_bind_without_user_namespace_is_refused(run_nspawnpy, busybox_root, hostdir):
+    r = run_nspawnpy(*BASE, "-D", busybox_root, f"--bind={hostdir}:/mnt/a:idmap", "/bin/true")
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert stray(busybox_root.name) == []
