@@ -86,7 +86,7 @@ def _prepare(settings, image):
     image.seccomp_programs, image.load_seccomp = seccomp_filters(settings, image.kept_caps)
     image.custom_plan = custom_plan(settings, image)
     image.credentials = load_credentials(settings)
-    read_only = settings.read_only or settings.volatile != "no"
+    read_only = settings.read_only or settings.volatile == "state"  # what /etc is on
     from .etcfiles import resolv_conf_step, timezone_step
     image.etc_steps = [step for step in (
         resolv_conf_step(settings.resolv_conf, settings.private_net, read_only),

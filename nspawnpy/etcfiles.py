@@ -68,10 +68,12 @@ def _delete(where: str):
 
 def _install(where: str, source: str, how: str):
     """copy: write the host's content; replace: also over a symlink; bind: read-only bind."""
-    data = None
+    data = times = None
     if how != "bind":
         with open(source, "rb") as f:
             data = f.read()
+            st = os.fstat(f.fileno())
+            times = (st.st_atime_ns, st.st_mtime_ns)  # a copy keeps the host file's times
 
     def step(root: str) -> None:
         target = root + where
@@ -90,6 +92,7 @@ def _install(where: str, source: str, how: str):
             os.unlink(target)
         try:
             mounts.write_file(target, data)
+            os.utime(target, ns=times, follow_symlinks=False)
         except OSError:
             pass  # read-only tree: leave the image's own file
     return step

@@ -561,3 +561,24 @@ def test_idmap_bind_without_user_namespace_is_refused(run_nspawnpy, busybox_root
     r = run_nspawnpy(*BASE, "-D", busybox_root, f"--bind={hostdir}:/mnt/a:idmap", "/bin/true")
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert stray(busybox_root.name) == []
+
+
+ETC_SCRIPT = ("for f in /etc/resolv.conf /etc/localtime; do if [ -L $f ]; then echo $f link "
+              "$(readlink $f); elif [ -e $f ]; then echo $f $(stat -c '%a %s %Y' $f); else echo $f "
+              "missing; fi; echo mounts $(grep -c \" $f \" /proc/self/mountinfo); done")
+
+
+@pytest.mark.parametrize("options", [[], ["--read-only"], ["--volatile=state"], ["--volatile=overlay"],
+                                     ["--resolv-conf=replace-host", "--timezone=copy"],
+                                     ["--resolv-conf=bind-host", "--timezone=bind"],
+                                     ["--resolv-conf=delete", "--timezone=delete"]])
+def test_differential_etc_files(systemd_nspawn, run_nspawnpy, busybox_root, options):
+    skip_unless(HOST_RESOLV.exists() and os.path.exists("/etc/localtime"), "host lacks /etc files")
+    (busybox_root / "etc/localtime").write_text("image\n")  # real images have both files
+    (busybox_root / "etc/resolv.conf").write_text("# image\n")
+    twin = busybox_root.parent / (busybox_root.name + "-twin")
+    shutil.copytree(busybox_root, twin, symlinks=True)
+    args = ["--register=no", "-q", "--console=pipe", *options, "/bin/sh", "-c", ETC_SCRIPT]
+    theirs = systemd_nspawn(["--keep-unit", "-D", str(twin), *args], check=None)
+    ours = run_nspawnpy("-D", busybox_root, *args, check=None)
+    assert ours.stdout == theirs.stdout, (ours.stderr, theirs.stderr)
