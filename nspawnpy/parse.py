@@ -80,7 +80,7 @@ SIGRTMIN, SIGRTMAX = 34, 64
 
 
 def signal(value: str) -> int:
-    name = value.upper()
+    name = value  # case-sensitive, as nspawn
     if name.startswith("SIG"):
         name = name[3:]
     if name in SIGNALS:
@@ -116,9 +116,8 @@ def environment(value: str) -> str:
             or not all(c.isalnum() or c == "_" for c in name):
         raise ValueError("not a valid environment variable assignment")
     if not sep:
-        if name not in os.environ:
-            raise ValueError(f"variable {name} is not set in the environment")
-        return f"{name}={os.environ[name]}"
+        # Copied from our environment; if it is not set there, it is unset in the container.
+        return f"{name}={os.environ[name]}" if name in os.environ else name
     return value
 
 
@@ -155,7 +154,8 @@ RESOLV_CONF_MODES = ("off", "delete", "auto") + tuple(
 resolv_conf = choice(*RESOLV_CONF_MODES, aliases={"yes": "auto", "no": "off"})
 timezone = choice("off", "copy", "bind", "symlink", "delete", "auto",
                   aliases={"yes": "auto", "no": "off"})
-link_journal = choice("no", "host", "try-host", "guest", "try-guest", "auto")
+link_journal = choice("no", "host", "try-host", "guest", "try-guest", "auto",
+                      aliases={"yes": "auto", "no": "no"})
 console_mode = choice("interactive", "read-only", "passive", "pipe", "autopipe")
 settings_mode = choice("yes", "no", "trusted", "override",
                        aliases={"yes": "yes", "no": "no"})
@@ -182,7 +182,11 @@ def private_users(value: str):
 
 
 def capabilities(value: str) -> int:
+    """CAP_X[,CAP_Y …] or all; names need their cap_ prefix (any case), as in nspawn."""
     from .caps import parse_list
+    for word in value.replace(",", " ").split():
+        if word != "all" and not word.lower().startswith("cap_"):
+            raise ValueError(f"unknown capability '{word}'")
     return parse_list(value)
 
 
@@ -211,7 +215,7 @@ def rlimit_value(value: str) -> tuple:
 def rlimit(value: str) -> tuple:
     """RLIMIT_NAME=SOFT[:HARD] → (index-name, (soft, hard))."""
     name, sep, rest = value.partition("=")
-    short = name.upper().removeprefix("RLIMIT_").removeprefix("LIMIT")
+    short = name.removeprefix("RLIMIT_")  # case-sensitive: NOFILE or RLIMIT_NOFILE
     if not sep or short not in RLIMITS:
         raise ValueError("expected RLIMIT_NAME=SOFT[:HARD]")
     return (short, rlimit_value(rest))

@@ -35,7 +35,11 @@ def start(ctx) -> None:
         argv = [user.shell if user else _root_shell()]
     path = _lookup(argv[0], env)
     if s.chdir:
-        os.chdir(s.chdir)
+        try:
+            os.chdir(s.chdir)
+        except OSError as e:
+            raise errors.UserError(f"Failed to change to working directory {s.chdir}: "
+                                   f"{e.strerror}") from None
     if s.as_pid2:
         stubinit.run(ctx, lambda: _exec_payload(ctx, user, path, argv, env))
     _exec_payload(ctx, user, path, argv, env)
@@ -89,13 +93,39 @@ def apply_limits(s) -> None:
         for name, (soft, hard) in s.rlimits.items():
             which = getattr(resource, f"RLIMIT_{name}")
             inf = resource.RLIM_INFINITY
-            resource.setrlimit(which, (inf if soft >= (1 << 64) - 1 else soft,
-                                       inf if hard >= (1 << 64) - 1 else hard))
+            wanted = (inf if soft >= (1 << 64) - 1 else soft, inf if hard >= (1 << 64) - 1 else hard)
+            try:
+                resource.setrlimit(which, wanted)
+            except (ValueError, OSError):
+                # Like nspawn, settle for the closest the kernel allows (NOFILE ≤ fs.nr_open).
+                _closest_limits(name, wanted)
     if s.oom_score_adjust is not None:
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write(str(s.oom_score_adjust))
     if s.cpu_affinity:
         os.sched_setaffinity(0, s.cpu_affinity)
+
+
+def _closest_limits(name: str, wanted: tuple) -> tuple:
+    """The nearest limits we may set: within fs.nr_open for NOFILE, and not above the
+    current hard limit when raising it is not allowed (no CAP_SYS_RESOURCE)."""
+    which = getattr(resource, f"RLIMIT_{name}")
+    inf = resource.RLIM_INFINITY
+    caps = [resource.getrlimit(which)[1]]
+    if name == "NOFILE":
+        try:
+            with open("/proc/sys/fs/nr_open") as f:
+                caps.insert(0, int(f.read()))
+        except (OSError, ValueError):
+            pass
+    for cap in caps:
+        limits = tuple(cap if cap != inf and (v == inf or v > cap) else v for v in wanted)
+        try:
+            resource.setrlimit(which, limits)
+            return limits
+        except (ValueError, OSError):
+            continue
+    return resource.getrlimit(which)
 
 
 class User:
@@ -149,8 +179,11 @@ def build_env(ctx, user) -> dict:
         env["CREDENTIALS_DIRECTORY"] = "/run/host/credentials"
     env.update(ctx.host_env)
     for assignment in ctx.settings.setenv:
-        key, _, value = assignment.partition("=")
-        env[key] = value
+        key, sep, value = assignment.partition("=")
+        if sep:
+            env[key] = value
+        else:
+            env.pop(key, None)  # -E NAME with NAME unset in our environment: unset it
     return env
 
 

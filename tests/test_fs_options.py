@@ -365,6 +365,25 @@ def test_rlimit(inside):
     assert out.split() == ["101", "201", "unlimited"]
 
 
+def test_rlimit_infinity_settles_for_the_closest_allowed(inside):
+    import resource
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    out = inside("--rlimit=RLIMIT_NOFILE=infinity", script="ulimit -Hn").strip()
+    assert out == "unlimited" or int(out) >= hard
+
+
+def test_setenv_of_unset_variable_unsets_it(inside):
+    out = inside("-E", "FROMHOST", "-E", "HOME", "-E", "LANG=x", script="echo ${FROMHOST-unset} ${HOME-unset} $LANG",
+                 env={"HOME": "/hosthome"})
+    assert out == "unset /hosthome x\n"
+
+
+def test_chdir_to_missing_directory_is_one_line(run_nspawnpy, busybox_root):
+    r = run_nspawnpy(*BASE, "-D", busybox_root, "--chdir=/nonexistent", "/bin/true")
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        "Failed to change to working directory /nonexistent: No such file or directory"]
+
+
 def test_oom_score_adjust(inside):
     assert inside("--oom-score-adjust=123", script="cat /proc/self/oom_score_adj") == "123\n"
 

@@ -112,7 +112,8 @@ def test_ambiguous_abbreviation_is_an_error():
 BAD_ARGS = [
     ["--settings=maybe"], ["--bogus"], ["-Y"], ["--quiet=yes"], ["--directory"],
     ["--volatile=sometimes"], ["--pivot-root=rel"], ["--chdir=rel"], ["-E", "1X=y"],
-    ["-E", "NOT_SET_ANYWHERE_XYZ"], ["--user="], ["--kill-signal=SIGFOO"], ["--notify-ready=maybe"],
+    ["--user="], ["--kill-signal=SIGFOO"], ["--kill-signal=rtmin+3"], ["--notify-ready=maybe"],
+    ["--rlimit=nofile=5"], ["--capability=sys_time"],
     ["--suppress-sync=maybe"], ["--machine=a_b"], ["--hostname=-x"], ["--uuid=123"],
     ["--uuid=00000000000000000000000000000000"], ["--slice=foo"], ["--property=novalue"],
     ["--register=maybe"], ["--private-users=many"], ["--private-users-ownership=sideways"],
