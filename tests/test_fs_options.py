@@ -172,6 +172,23 @@ def test_template_populates_missing_directory(run_nspawnpy, busybox_root):
     assert (target / "home/alice").stat().st_uid == 1000
 
 
+def test_template_populates_empty_directory_but_not_a_full_one(run_nspawnpy, busybox_root):
+    target = busybox_root.parent / "empty"
+    target.mkdir()
+    run_nspawnpy(*BASE, "-D", target, f"--template={busybox_root}", "/bin/true", check=0)
+    assert (target / "etc/os-release").exists()
+    (busybox_root / "etc/marker").write_text("new\n")
+    run_nspawnpy(*BASE, "-D", target, f"--template={busybox_root}", "/bin/true", check=0)
+    assert not (target / "etc/marker").exists()
+
+
+def test_missing_template_is_one_line_and_creates_nothing(run_nspawnpy, busybox_root):
+    target = busybox_root.parent / "never"
+    r = run_nspawnpy(*BASE, "-D", target, f"--template={busybox_root.parent}/nope", "/bin/true")
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not target.exists()
+
+
 def test_pivot_root_new_root_gets_api_mounts(inside, busybox_root):
     new = busybox_root / "new"
     (new / "usr/bin").mkdir(parents=True)
