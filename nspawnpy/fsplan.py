@@ -22,6 +22,7 @@ def api_mounts(private_net: bool) -> list:
     if private_net:
         plan.append(m.Writable("/proc/sys/net"))
     plan += [
+        m.NetnsSysfs() if private_net else
         m.Mount("/sys", "sysfs", flags=MS_NOSUID | MS_NOEXEC | MS_NODEV | MS_RDONLY),
         m.Mount("/dev", "tmpfs", TMPFS_DEV, MS_NOSUID | MS_STRICTATIME),
         m.Call("/dev", m.populate_dev),

@@ -115,6 +115,36 @@ class Writable(Op):
             bind_remount(target, MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
+class NetnsSysfs(Op):
+    """/sys for a container with a network namespace of its own: a read-only tmpfs that
+    holds only block, bus, class, dev, devices and kernel of a fresh sysfs (mounted in the
+    new namespace, so /sys/class/net shows the container's links), plus /sys/fs/cgroup."""
+    SUBDIRS = ("block", "bus", "class", "dev", "devices", "kernel")
+
+    def __init__(self, where="/sys"):
+        self.where = where
+
+    def execute(self, root):
+        target = under(root, self.where)
+        flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+        mkdir_p(target)
+        linux.mount("tmpfs", target, "tmpfs", flags, "mode=0555,size=4m,nr_inodes=1k")
+        full = target + "/.#sysfs"
+        os.mkdir(full, 0o700)
+        linux.mount("sysfs", full, "sysfs", flags | MS_RDONLY)
+        try:
+            for name in self.SUBDIRS:
+                if os.path.isdir(f"{full}/{name}"):
+                    os.mkdir(f"{target}/{name}", 0o755)
+                    linux.mount(f"{full}/{name}", f"{target}/{name}", None, MS_BIND | MS_REC)
+                    bind_remount(f"{target}/{name}", MS_RDONLY | flags)
+        finally:
+            linux.umount2(full, linux.MNT_DETACH)
+            os.rmdir(full)
+        os.makedirs(target + "/fs/cgroup", 0o755)
+        bind_remount(target, MS_RDONLY | flags)
+
+
 class Mask(Op):
     """Cover a path with an empty read-only node of the same kind (--inaccessible=)."""
 

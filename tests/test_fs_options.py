@@ -522,8 +522,9 @@ def test_failing_mount_is_one_line_and_leaves_nothing(run_nspawnpy, busybox_root
 
 # --- differential: what the container sees ---------------------------------------------------
 
-DIFF_MOUNTS = ("/proc", "/proc/sys", "/sys", "/dev", "/dev/shm", "/dev/pts", "/dev/mqueue", "/run",
-               "/tmp")
+DIFF_MOUNTS = ("/proc", "/proc/sys", "/proc/sys/net", "/proc/acpi", "/proc/bus", "/proc/fs",
+               "/proc/irq", "/sys", "/sys/block", "/sys/bus", "/sys/class", "/sys/dev", "/sys/devices",
+               "/sys/kernel", "/dev", "/dev/shm", "/dev/pts", "/dev/mqueue", "/run", "/tmp")
 DIFF_SCRIPT = "cat /proc/self/mountinfo; echo ===; grep -E '^Cap' /proc/self/status; echo ===; env | sort"
 
 
@@ -542,8 +543,8 @@ def _mount_view(mountinfo: str) -> dict:
     return view
 
 
-@pytest.mark.parametrize("options", [[], ["--read-only"], ["--capability=CAP_SYS_TIME",
-                                                           "--drop-capability=CAP_KILL"]])
+@pytest.mark.parametrize("options", [[], ["--read-only"], ["--private-network"],
+                                     ["--capability=CAP_SYS_TIME", "--drop-capability=CAP_KILL"]])
 def test_differential_api_mounts_caps_env(systemd_nspawn, run_nspawnpy, busybox_root, options):
     args = ["--register=no", "-q", "-D", str(busybox_root), "--console=pipe",
             "--setenv=TERM=dumb", *options, "/bin/sh", "-c", DIFF_SCRIPT]
