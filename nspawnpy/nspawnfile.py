@@ -119,6 +119,8 @@ def merge(settings: Settings, path: str, trusted: bool) -> None:
             _merge_syscalls(settings, file_settings, trusted, path, warnings)
             continue
         for member in (o for o in OPTIONS if o.group == group and o.key):
+            if not _applies(member, seen):
+                continue
             if member.trusted and not trusted:
                 if member in seen:
                     warnings.setdefault(untrusted_message(member, path), _warning_rank(member))
@@ -134,6 +136,18 @@ def merge(settings: Settings, path: str, trusted: bool) -> None:
                 setattr(settings, member.dest, _copy(value))
     for message in sorted(warnings, key=warnings.get):
         warn(message)
+
+
+# Groups a file replaces whole (a value the file leaves unset is reset); in the
+# others each key the file sets replaces just that setting.
+WHOLE_GROUPS = {"network", "mounts", "userns", "credentials"}
+START_MODE = {"boot", "as_pid2"}   # Boot= and ProcessTwo= are one setting: the start mode
+
+
+def _applies(member, seen) -> bool:
+    if member.group in WHOLE_GROUPS or member in seen:
+        return True
+    return member.dest in START_MODE and any(o.dest in START_MODE for o in seen)
 
 
 def _warning_rank(option) -> float:

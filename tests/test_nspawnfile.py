@@ -353,3 +353,26 @@ def test_bad_value_in_file_is_one_line_with_file_and_line(run_nspawnpy, busybox_
     assert len(lines) == 1 and lines[0].startswith(f"{path}:3:"), r.stderr
     assert "Traceback" not in r.stderr
     assert [x for x in leftovers() if not x.startswith("cgroup ")] == []
+
+
+def test_override_file_parameters_keep_command_line_boot(tmp_path):
+    s, _ = _merge(tmp_path, "[Exec]\nParameters=--debug\n", argv=["--settings=override", "-b"],
+                  trusted=True)
+    assert s.boot is True and s.parameters == ["--debug"]
+    s, _ = _merge(tmp_path, "[Exec]\nProcessTwo=yes\n", argv=["--settings=override", "-b", "/x"],
+                  trusted=True)
+    assert s.boot is False and s.as_pid2 is True and s.parameters == ["/x"]
+
+
+def test_override_file_network_replaces_command_line_network(tmp_path):
+    s, _ = _merge(tmp_path, "[Network]\nMACVLAN=eth0\n", argv=["--settings=override", "-n"],
+                  trusted=True)
+    assert s.network_macvlan == ["eth0"] and s.network_veth is False
+    s, _ = _merge(tmp_path, "[Network]\nMACVLAN=eth0\n", argv=["-n"], trusted=True)
+    assert s.network_macvlan == [] and s.network_veth is True
+
+
+def test_trusted_machine_id_reaches_the_container(run_nspawnpy, busybox_root, nspawn_files):
+    nspawn_files("run", "[Exec]\nMachineID=0123456789abcdef0123456789abcdef\n")
+    out = run_in(run_nspawnpy, busybox_root, script="cat /run/host/container-uuid").stdout
+    assert out == "01234567-89ab-cdef-0123-456789abcdef\n"
