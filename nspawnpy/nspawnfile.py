@@ -72,9 +72,8 @@ def _file_value(option, assignment):
     if option.dest == "setenv":
         words = split_words(value, retain_escape=True)
         for word in words:
-            if "=" not in word:
-                raise ValueError(f"'{word}' is not a NAME=VALUE assignment")
-            p.environment(word)
+            name = word.partition("=")[0]
+            p.environment(name + "=")  # validates the name; a bare NAME unsets it, as nspawn
         return words
     if option.dest in ("capability", "drop_capability", "ambient_capability"):
         return p.capabilities(" ".join(split_words(value, unquote=False, unescape=False)))
@@ -154,7 +153,7 @@ def _warning_rank(option) -> float:
     """nspawn reports untrusted settings in a fixed order; the UNTRUSTED table follows it."""
     order = list(UNTRUSTED)
     if option.dest == "rlimits":
-        return order.index("oom_score_adjust") - 0.5
+        return order.index("oom_score_adjust") - 1 + p.RLIMITS.index(option.key[5:]) / 100
     return order.index(option.dest) if option.dest in order else len(order)
 
 

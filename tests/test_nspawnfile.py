@@ -376,3 +376,31 @@ def test_trusted_machine_id_reaches_the_container(run_nspawnpy, busybox_root, ns
     nspawn_files("run", "[Exec]\nMachineID=0123456789abcdef0123456789abcdef\n")
     out = run_in(run_nspawnpy, busybox_root, script="cat /run/host/container-uuid").stdout
     assert out == "01234567-89ab-cdef-0123-456789abcdef\n"
+
+
+def test_bare_environment_name_in_file_is_not_copied_from_host(run_nspawnpy, busybox_root,
+                                                               nspawn_files):
+    nspawn_files("image", "[Exec]\nEnvironment=FOO\nEnvironment=BAR=1\n")
+    r = run_nspawnpy(*BASE, "-D", busybox_root, "/bin/sh", "-c", "echo ${FOO-unset} $BAR",
+                     env={"FOO": "host"}, check=0)
+    assert r.stdout == "unset 1\n"
+
+
+UNTRUSTED_EVERYTHING = (
+    "[Exec]\nEphemeral=yes\nCapability=CAP_SYS_TIME\nAmbientCapability=CAP_CHOWN\n"
+    "MachineID=0123456789abcdef0123456789abcdef\nPrivateUsers=yes\nLimitCORE=1\nLimitNOFILE=100\n"
+    "OOMScoreAdjust=1\nCPUAffinity=0\nLinkJournal=guest\nSystemCallFilter=@clock\n"
+    "[Files]\nBind=/srv\nTemporaryFileSystem=/t\nInaccessible=/x\nOverlay=/a:/b\nBindUser=alice\n"
+    "PrivateUsersOwnership=chown\n[Network]\nPort=80\nVirtualEthernet=yes\nZone=z\n")
+
+
+def test_differential_untrusted_warnings(systemd_nspawn, run_nspawnpy, busybox_root, nspawn_files):
+    nspawn_files("image", UNTRUSTED_EVERYTHING)
+    args = ["--register=no", "-q", "-D", str(busybox_root), "/bin/true"]
+    theirs = systemd_nspawn(["--keep-unit", *args], check=None).stderr
+    ours = run_nspawnpy(*args, check=None).stderr
+
+    def ignoring(text):
+        return [line for line in text.splitlines() if line.startswith("Ignoring")]
+    assert ignoring(ours) == ignoring(theirs)
+    assert len(ignoring(ours)) >= 12
