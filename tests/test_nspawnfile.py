@@ -404,3 +404,17 @@ def test_differential_untrusted_warnings(systemd_nspawn, run_nspawnpy, busybox_r
         return [line for line in text.splitlines() if line.startswith("Ignoring")]
     assert ignoring(ours) == ignoring(theirs)
     assert len(ignoring(ours)) >= 12
+
+
+def test_differential_unknown_keys_and_sections(systemd_nspawn, run_nspawnpy, busybox_root,
+                                                nspawn_files):
+    nspawn_files("image", "[Exec]\nBogus=1\nboot=yes\n[Foo]\nX=1\n[Files]\nNope=2\n")
+    args = ["--register=no", "-q", "-D", str(busybox_root), "/bin/true"]
+    theirs = systemd_nspawn(["--keep-unit", *args], check=None)
+    ours = run_nspawnpy(*args, check=None)
+
+    def unknown(text):
+        return sorted(line for line in text.splitlines() if "Unknown" in line)
+    assert unknown(ours.stderr) == unknown(theirs.stderr)
+    assert len(unknown(ours.stderr)) == 4
+    assert ours.returncode == theirs.returncode == 0
