@@ -544,6 +544,8 @@ def _mount_view(mountinfo: str) -> dict:
 
 
 @pytest.mark.parametrize("options", [[], ["--read-only"], ["--private-network"],
+                                     ["--chdir=/etc", "-E", "X=1", "--hostname=h1"], ["-a"],
+                                     ["--ambient-capability=CAP_NET_RAW"], ["--no-new-privileges=yes"],
                                      ["--capability=CAP_SYS_TIME", "--drop-capability=CAP_KILL"]])
 def test_differential_api_mounts_caps_env(systemd_nspawn, run_nspawnpy, busybox_root, options):
     args = ["--register=no", "-q", "-D", str(busybox_root), "--console=pipe",
