@@ -111,7 +111,7 @@ class Supervisor:
         self.ctx, self.pid, self.sync, self.image = ctx, pid, sync, image
         self.settings = ctx.settings
         self.cleanups = list(image.cleanups)
-        self.pidfd = linux.pidfd_open(pid)
+        self.pidfd = os.pidfd_open(pid)
         self.relay = None
         self.janitor = None
         self.terminating = False
@@ -148,13 +148,14 @@ class Supervisor:
             self.janitor.dismiss()
 
     def receive_ready(self) -> int | None:
-        import array
         import _socket
-        fds = array.array("i")
+        import struct
+        fds = []
         message, ancdata, _, _ = self.sync.recvmsg(4096, _socket.CMSG_SPACE(4 * 4))
         for level, kind, data in ancdata:
             if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
-                fds.frombytes(data[:len(data) - len(data) % 4])
+                usable = len(data) - len(data) % 4
+                fds.extend(struct.unpack(f"{usable // 4}i", data[:usable]))
         if message.startswith(b"E"):
             os.waitpid(self.pid, 0)
             raise UserError(message[1:].decode(errors="replace"))

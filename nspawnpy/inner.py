@@ -4,6 +4,7 @@ drop privileges and exec the payload. Runs only inside the new namespaces.
 """
 
 import os
+import struct
 
 from . import linux, mounts, payload
 from .linux import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REC, MS_SLAVE
@@ -57,7 +58,7 @@ def _prepare(ctx) -> None:
     if ctx.settings.read_only or ctx.settings.volatile == "state":
         mounts.bind_remount(root, MS_RDONLY)
     fds = [master] if master is not None else []
-    ctx.sync.sendmsg([b"R"], [(1, 1, _int_array(fds))] if fds else [])
+    ctx.sync.sendmsg([b"R"], [(1, 1, struct.pack(f"{len(fds)}i", *fds))] if fds else [])
     if master is not None:
         os.close(master)
     reply = ctx.sync.recv(64)
@@ -68,11 +69,6 @@ def _prepare(ctx) -> None:
     mount_cgroups(root, ctx.cgroup_mounts)
     pivot(root)
     finish_and_exec(ctx)
-
-
-def _int_array(fds):
-    import array
-    return array.array("i", fds).tobytes()
 
 
 def setup_root(ctx) -> str:
