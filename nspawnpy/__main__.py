@@ -83,7 +83,6 @@ def _prepare(settings, image):
     image.console_mode = console.choose_mode(settings.console)
     image.winsize = console.window_size() if image.console_mode == "interactive" else (24, 80)
     image.kept_caps = img.kept_capabilities(settings)
-    image.seccomp_programs, image.load_seccomp = seccomp_filters(settings, image.kept_caps)
     image.custom_plan = custom_plan(settings, image)
     image.credentials = load_credentials(settings)
     read_only = settings.read_only or settings.volatile == "state"  # what /etc is on
@@ -103,24 +102,10 @@ def _prepare(settings, image):
     return image
 
 
-def seccomp_filters(settings, kept_caps: int):
-    """Compile nspawn's filters on the host: libseccomp is not reachable after pivot_root."""
-    from . import seccomp
-    policy = os.environ.get("SYSTEMD_SECCOMP", "1") not in ("0", "no", "false") \
-        and seccomp.seccomp_available()
-    if not policy and not settings.suppress_sync:
-        return [], None
-    if policy:
-        for message in seccomp.plan_warnings(settings.syscall_allow, settings.syscall_deny):
-            sys.stderr.write(message + "\n")
-    caps = {i for i in range(64) if kept_caps >> i & 1}
-    programs = seccomp.compile_filters(caps, settings.syscall_allow, settings.syscall_deny,
-                                       settings.suppress_sync, policy=policy,
-                                       cache_dir=seccomp.DEFAULT_CACHE_DIR)
-    return programs, seccomp.load_filters
-
-
 def custom_plan(settings, image) -> list:
+    if not (settings.bind or settings.bind_ro or settings.tmpfs or settings.overlay
+            or settings.overlay_ro or settings.inaccessible):
+        return []
     from . import fsplan
     needs_scratch = any(src == "" for src, _, _ in settings.bind + settings.bind_ro) or any(
         "" in layers or (not ro and len(layers) > 1)

@@ -5,7 +5,7 @@ signals into nspawn's shutdown semantics, and tear everything down again."""
 import os
 import sys
 
-from . import fsplan, linux
+from . import linux
 from .errors import UserError
 
 SIGHUP, SIGINT, SIGKILL, SIGTERM, SIGWINCH = 1, 2, 9, 15, 28
@@ -53,9 +53,7 @@ def make_context(settings, image) -> Context:
     ctx.etc_steps = image.etc_steps
     ctx.ephemeral_dir = image.ephemeral_dir
     ctx.kept_caps = image.kept_caps
-    ctx.seccomp_programs, ctx.load_seccomp = image.seccomp_programs, image.load_seccomp
-    ctx.plan = fsplan.api_mounts(ctx.private_net) + image.custom_plan
-    ctx.final_plan = fsplan.final_mounts()
+    ctx.custom_plan = image.custom_plan
     from . import cgroup
     ctx.cgroup_ns = True
     ctx.cgroup_mounts = cgroup.container_mounts()

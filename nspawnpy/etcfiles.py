@@ -3,7 +3,7 @@ into the container. Each returns a step run by PID 1 on the unpivoted tree."""
 
 import os
 
-from . import linux, mounts
+from . import linux
 from .linux import MS_BIND, MS_NODEV, MS_NOSUID, MS_RDONLY
 
 RESOLVED_STUB = "/run/systemd/resolve/stub-resolv.conf"
@@ -59,6 +59,7 @@ def timezone_step(mode: str, read_only: bool):
 
 def _delete(where: str):
     def step(root: str) -> None:
+        from . import mounts
         try:
             os.unlink(root + where)
         except FileNotFoundError:
@@ -76,6 +77,7 @@ def _install(where: str, source: str, how: str):
             times = (st.st_atime_ns, st.st_mtime_ns)  # a copy keeps the host file's times
 
     def step(root: str) -> None:
+        from . import mounts
         target = root + where
         if not os.path.isdir(root + "/etc"):
             return
@@ -100,6 +102,7 @@ def _install(where: str, source: str, how: str):
 
 def _symlink_zone(zone: str, fallback: str):
     def step(root: str) -> None:
+        from . import mounts
         target = root + "/etc/localtime"
         if os.path.exists(f"{root}/usr/share/zoneinfo/{zone}"):
             try:

@@ -49,12 +49,14 @@ def _prepare(ctx) -> None:
     root = setup_root(ctx)
     if ctx.settings.pivot_root:
         root = pivot_inner(root, *ctx.settings.pivot_root)
-    for op in ctx.plan:
+    from . import fsplan
+    for op in fsplan.api_mounts(ctx.private_net) + ctx.custom_plan:
         op.execute(root)
     master = setup_console(ctx, root) if ctx.console_mode != "pipe" else None
     write_run_host(ctx, root)
-    for op in ctx.final_plan:
+    for op in fsplan.final_mounts():
         op.execute(root)
+    ctx.seccomp_programs, ctx.load_seccomp = compile_seccomp(ctx.settings, ctx.kept_caps)
     if ctx.settings.read_only or ctx.settings.volatile == "state":
         mounts.bind_remount(root, MS_RDONLY)
     fds = [master] if master is not None else []
@@ -69,6 +71,24 @@ def _prepare(ctx) -> None:
     mount_cgroups(root, ctx.cgroup_mounts)
     pivot(root)
     finish_and_exec(ctx)
+
+
+def compile_seccomp(settings, kept_caps: int):
+    """nspawn's filters, compiled before pivot_root (libseccomp lives on the host) and
+    here rather than in the supervisor, which stays small."""
+    from . import seccomp
+    policy = os.environ.get("SYSTEMD_SECCOMP", "1") not in ("0", "no", "false") \
+        and seccomp.seccomp_available()
+    if not policy and not settings.suppress_sync:
+        return [], None
+    if policy:
+        for message in seccomp.plan_warnings(settings.syscall_allow, settings.syscall_deny):
+            os.write(2, (message + "\n").encode())
+    caps = {i for i in range(64) if kept_caps >> i & 1}
+    programs = seccomp.compile_filters(caps, settings.syscall_allow, settings.syscall_deny,
+                                       settings.suppress_sync, policy=policy,
+                                       cache_dir=seccomp.DEFAULT_CACHE_DIR)
+    return programs, seccomp.load_filters
 
 
 def setup_root(ctx) -> str:
