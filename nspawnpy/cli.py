@@ -5,7 +5,7 @@ abbreviated to a unique prefix, short options cluster (-bq), values attach
 """
 
 from .errors import UserError
-from .settings import OPTIONS, Option, Settings, by_long, by_short
+from .settings import Option, Settings, by_long, by_short, by_topic
 
 PROGRAM = "nspawnpy"
 
@@ -101,18 +101,18 @@ def parse_args(argv: list[str]) -> Settings:
 def help_text() -> str:
     lines = [f"{PROGRAM} [OPTIONS...] [PATH] [ARGUMENTS...]", "",
              "Spawn a command or OS in a light-weight container.", ""]
-    topic = None
-    for option in OPTIONS:
-        if not (option.long or option.short):
-            continue
-        if option.topic != topic:
-            topic = option.topic
-            lines.append(f"{topic}:")
-        names = ", ".join(filter(None, (f"-{option.short}" if option.short else None,
-                                        f"--{option.long}" if option.long else None)))
-        if option.arg == "required":
-            names += f"={option.metavar or 'VALUE'}"
-        elif option.arg == "optional":
-            names += f"[={option.metavar or 'VALUE'}]"
-        lines.append(f"  {names:<40} {option.help}")
+    for topic, options in by_topic():
+        lines.append(f"{topic}:")
+        for option in options:
+            lines.append(f"  {_spelling(option):<40} {option.help}")
     return "\n".join(lines) + "\n"
+
+
+def _spelling(option: Option) -> str:
+    names = ", ".join(filter(None, (f"-{option.short}" if option.short else None,
+                                    f"--{option.long}" if option.long else None)))
+    if option.arg == "required":
+        names += f"={option.metavar or 'VALUE'}"
+    elif option.arg == "optional":
+        names += f"[={option.metavar or 'VALUE'}]"
+    return names

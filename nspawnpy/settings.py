@@ -309,6 +309,15 @@ class Settings:
         return any(getattr(self, dest) for dest in NETWORK_DESTS if dest != "network_namespace_path")
 
 
+def by_topic() -> list[tuple[str, list[Option]]]:
+    """The command-line options grouped under their --help/man page headings, in table order."""
+    topics: dict[str, list[Option]] = {}
+    for option in OPTIONS:
+        if option.long or option.short:
+            topics.setdefault(option.topic, []).append(option)
+    return list(topics.items())
+
+
 def by_long() -> dict:
     return {o.long: o for o in OPTIONS if o.long}
 

@@ -13,7 +13,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from nspawnpy import __version__  # noqa: E402
-from nspawnpy.settings import OPTIONS  # noqa: E402
+from nspawnpy.settings import OPTIONS, by_topic  # noqa: E402
 
 OUTPUT = os.path.join(HERE, "nspawnpy.1")
 
@@ -70,14 +70,10 @@ def render() -> str:
         "wins unless \\fB\\-\\-settings=override\\fR is used.",
         ".SH OPTIONS",
     ]
-    topic = None
-    for option in OPTIONS:
-        if not (option.long or option.short):
-            continue
-        if option.topic != topic:
-            topic = option.topic
-            out.append(f".SS {roff(topic)}")
-        out += [".TP", option_heading(option), option_body(option)]
+    for topic, options in by_topic():
+        out.append(f".SS {roff(topic)}")
+        for option in options:
+            out += [".TP", option_heading(option), option_body(option)]
     out += [".SH SETTINGS FILES",
             "Read from \\fI/etc/systemd/nspawn/MACHINE.nspawn\\fR, else "
             "\\fI/run/systemd/nspawn/MACHINE.nspawn\\fR (both trusted), else "
