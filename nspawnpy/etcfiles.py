@@ -59,7 +59,6 @@ def timezone_step(mode: str, read_only: bool):
 
 def _delete(where: str):
     def step(root: str) -> None:
-        from . import mounts
         try:
             os.unlink(root + where)
         except FileNotFoundError:

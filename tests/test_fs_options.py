@@ -12,29 +12,11 @@ from pathlib import Path
 
 import pytest
 
-import rootfs
 from conftest import leftovers, skip_unless
 
 BASE = ("--register=no", "-q")
 DEFAULT_CAPS = 0xFCECAFFF
 CAP_CHOWN, CAP_NET_RAW, CAP_SYS_TIME = 0, 13, 25
-
-
-@pytest.fixture
-def busybox_root():
-    """Like conftest's, but its teardown only looks at mounts below the scratch directory:
-    other sessions' booted containers come and go in the shared cgroup tree meanwhile."""
-    import secrets
-    import tempfile
-    d = Path(tempfile.mkdtemp(prefix=f"nspawnpy-test-bb-{os.getpid()}-", dir="/var/tmp"))
-    try:
-        yield rootfs.busybox_tree(d / f"bb-{secrets.token_hex(3)}")
-    finally:
-        stray_mounts = leftovers(d)
-        stray_mounts = [x for x in stray_mounts if x.startswith("mount ")]
-        if stray_mounts:
-            pytest.fail(f"{d} still has mounts after the test: {stray_mounts}")
-        rootfs.rmtree(d)
 
 
 @pytest.fixture

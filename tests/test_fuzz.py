@@ -163,7 +163,7 @@ def random_file(rng: random.Random) -> str:
         elif r < 0.8:
             lines.append(rng.choice(["# comment", "; comment", "   # indented", ""]))
         elif r < 0.85:
-            lines.append(f"Parameters=a \\")  # continuation
+            lines.append("Parameters=a \\")  # continuation
         elif r < 0.9:
             lines.append(rng.choice(["no equals sign", "=value", "[unterminated", "[]", "\\"]))
         else:

@@ -5,34 +5,16 @@ machine name (bb-XXXXXX) and are removed afterwards."""
 
 from __future__ import annotations
 
-import os
-import secrets
-import tempfile
 from pathlib import Path
 
 import pytest
 
-import rootfs
 from conftest import leftovers
 from nspawnpy import cli, nspawnfile
 from nspawnpy.errors import UserError
 
 BASE = ("--register=no", "-q")
 DEFAULT_CAPS = 0xFCECAFFF
-
-
-@pytest.fixture
-def busybox_root():
-    """conftest's fixture, but only mounts below the scratch dir count at teardown (other
-    sessions' containers come and go in the shared cgroup tree)."""
-    d = Path(tempfile.mkdtemp(prefix=f"nspawnpy-test-bb-{os.getpid()}-", dir="/var/tmp"))
-    try:
-        yield rootfs.busybox_tree(d / f"bb-{secrets.token_hex(3)}")
-    finally:
-        stray = [x for x in leftovers(d) if x.startswith("mount ")]
-        if stray:
-            pytest.fail(f"{d} still has mounts after the test: {stray}")
-        rootfs.rmtree(d)
 
 
 @pytest.fixture

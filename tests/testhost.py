@@ -270,6 +270,8 @@ def leftovers(under: str | Path | None = None) -> list[str]:
             mp = _unescape(left.split()[4])
             if any(mp == r or mp.startswith(r + "/") for r in roots):
                 found.append(f"mount {mp} ({right.split()[0]})")
+    if under:
+        return found
     with contextlib.suppress(FileNotFoundError):
         for link in sorted(os.listdir("/sys/class/net")):
             if link.startswith(LINK_PREFIXES):
