@@ -42,19 +42,23 @@ def managed_dirs(entries=None) -> list[str]:
     return [d.rstrip("/") for d in dirs if os.access(d, os.W_OK)]
 
 
-def container_mounts(entries=None):
-    """What inner.mount_cgroups mounts: 'unified', or [(dir, options, writable)]."""
+def container_mounts(systemd_guest: bool, entries=None):
+    """What inner.mount_cgroups mounts: 'unified', or [(dir, fstype, options, writable)].
+
+    Like nspawn, a booted guest on a hybrid host also gets the cgroup2 tree at
+    unified/ (writable, its own subtree through the cgroup namespace)."""
     entries = entries if entries is not None else read_self()
-    if layout(entries) == "unified":
+    kind = layout(entries)
+    if kind == "unified":
         return "unified"
-    result = []
+    result = [("unified", "cgroup2", None, True)] if kind == "hybrid" and systemd_guest else []
     for hierarchy, controllers, _ in entries:
         if hierarchy == "0" or not controllers:
             continue
         if controllers == "name=systemd":
-            result.append(("systemd", "none,name=systemd", True))
+            result.append(("systemd", "cgroup", "none,name=systemd", True))
         elif not controllers.startswith("name="):
-            result.append((controllers, controllers, False))
+            result.append((controllers, "cgroup", controllers, False))
     return result
 
 

@@ -56,7 +56,7 @@ def make_context(settings, image) -> Context:
     ctx.custom_plan = image.custom_plan
     from . import cgroup
     ctx.cgroup_ns = True
-    ctx.cgroup_mounts = cgroup.container_mounts()
+    ctx.cgroup_mounts = cgroup.container_mounts(settings.boot)
     return ctx
 
 

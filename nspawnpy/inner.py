@@ -179,10 +179,10 @@ def mount_cgroups(root: str, layout) -> None:
         linux.mount("cgroup", target, "cgroup2", flags, None)
         return
     linux.mount("tmpfs", target, "tmpfs", flags, "mode=755,size=4m,nr_inodes=1k")
-    for name, options, writable in layout:
+    for name, fstype, options, writable in layout:
         where = f"{target}/{name}"
         os.mkdir(where, 0o755)
-        linux.mount("cgroup", where, "cgroup", flags | (0 if writable else MS_RDONLY), options)
+        linux.mount("cgroup", where, fstype, flags | (0 if writable else MS_RDONLY), options)
         for alias in name.split(",") if "," in name else ():
             os.symlink(name, f"{target}/{alias}")
     mounts.bind_remount(target, MS_RDONLY | flags)
