@@ -438,6 +438,14 @@ def test_debian_boots_to_running_and_sigterm_halts_it(debian_root):
     with booted_debian(debian_root) as (p, leader):
         machine_id = nsenter(leader, "cat", "/etc/machine-id").stdout.strip()
         assert len(machine_id) == 32
+        # The guest's systemd runs in a cgroup subtree of its own, seen as its root.
+        assert "0::/init.scope" in nsenter(leader, "cat", "/proc/1/cgroup").stdout
+        cgroup_mounts = {line.split()[4]: line.split(" - ")[1].split()[0] for line in
+                         nsenter(leader, "cat", "/proc/1/mountinfo").stdout.splitlines()
+                         if "/sys/fs/cgroup" in line}
+        if Path("/sys/fs/cgroup/unified").is_dir():  # hybrid host, as nspawn 252 mounts it
+            assert cgroup_mounts["/sys/fs/cgroup/unified"] == "cgroup2"
+            assert cgroup_mounts["/sys/fs/cgroup/systemd"] == "cgroup"
         p.send_signal(signal.SIGTERM)
         p.communicate(timeout=60)
         assert p.returncode == 0
