@@ -745,7 +745,7 @@ def _container_ipv4(sock):
                 continue
             if kind == NLMSG_DONE:
                 found.sort()
-                return found[0][2] if found else None
+                return found[0][-1] if found else None
             if kind == NLMSG_ERROR:
                 err = -struct.unpack_from("=i", body)[0]
                 raise OSError(err, os.strerror(err))
@@ -765,4 +765,4 @@ def _container_ipv4(sock):
             if raw and len(raw) == 4:
                 local = str(ipaddress.IPv4Address(raw))
                 if not local.startswith("127."):
-                    found.append((scope, index, local))
+                    found.append((scope, index, len(found), local))

@@ -263,7 +263,6 @@ def test_bridge_and_zone_imply_veth_with_vb_name():
 @pytest.mark.parametrize("kw, msg", [
     (dict(network_zone="x" * 13), "zone"),
     (dict(ports=["99999"]), "port"),
-    (dict(ports=["tcp:80"], network_veth=True), "not supported yet"),
     (dict(ports=["80", "tcp:80:8080"], network_veth=True), "Duplicate"),
     (dict(network_macvlan=["bad/name"]), "macvlan"),
     (dict(network_veth_extra=["a" * 16]), "veth-extra"),
@@ -643,6 +642,248 @@ def test_launcher_creates_host0_with_the_stable_mac(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == netspec.container_mac("te2e", netspec.CONTAINER_KEY)
     assert "ve-te2e" not in link_names()
+
+
+# ---------------------------------------------------------------------------
+# --port: DNAT through libnftables
+
+NAT_TABLE = "io.nspawnpy.nat"
+
+
+def nat_rules(ns_pid=None):
+    """Our DNAT rules as text lines ("" lines dropped); [] when the table does not exist."""
+    pre = f"nsenter -t {ns_pid} -n " if ns_pid else ""
+    r = sh(pre + f"nft list table ip {NAT_TABLE}", check=False)
+    return [line.strip() for line in r.stdout.splitlines() if "dnat" in line] if r.returncode == 0 else []
+
+
+def our_nft_tables(ns_pid=None):
+    pre = f"nsenter -t {ns_pid} -n " if ns_pid else ""
+    return [t for t in sh(pre + "nft list tables").stdout.splitlines() if "nspawnpy" in t]
+
+
+def wait_for(cond, timeout=10.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_ports_with_a_private_network_make_a_valid_plan():
+    plan = plan_of(settings("x", network_veth=True, ports=["tcp:8080:80", "udp:53"]))
+    assert plan.ports == [netspec.Port("tcp", 8080, 80), netspec.Port("udp", 53, 53)]
+
+
+def test_port_rules_dnat_host_local_traffic_and_skip_loopback_in_output():
+    from nspawnpy import nftables
+    cmds = nftables.rule_commands([netspec.Port("udp", 53, 5353)], "10.1.2.3", "nspawnpy:m:7")
+    assert len(cmds) == 2
+    pre, out = cmds
+    assert " prerouting " in pre and " output " in out
+    for c in cmds:
+        assert "fib daddr type local udp dport 53 dnat to 10.1.2.3:5353" in c
+        assert c.endswith('comment "nspawnpy:m:7"')
+    assert "ip daddr != 127.0.0.0/8" in out and "127.0.0.0" not in pre
+
+
+def test_missing_libnftables_is_one_clear_error_before_anything_is_created(monkeypatch):
+    from nspawnpy import nftables
+    monkeypatch.setattr(nftables, "LIBRARY", "libnftables-missing.so.0")
+    monkeypatch.setattr(nftables, "_lib", None)
+    with pytest.raises(UserError, match=r"--port= needs nftables \(libnftables1\)"):
+        plan_of(settings("x", network_veth=True, ports=["80"]))
+
+
+@needs_root
+def test_port_rules_follow_the_container_address_and_go_with_teardown(container):
+    net = netns_setup(plan_of(settings("tport1", network_veth=True, ports=["tcp:18080:80", "udp:5300"])),
+                      container)
+    try:
+        watcher, _ = net.port_watcher
+        assert not any("tport1" in r for r in nat_rules())  # no address yet, no rules
+        sh(f"nsenter -t {container} -n ip addr add 10.231.7.2/30 dev host0")
+        sh(f"nsenter -t {container} -n ip link set host0 up")
+        rules = wait_for(lambda: [r for r in nat_rules() if "nspawnpy:tport1:" in r], what="rules")
+        assert len(rules) == 4 and all("10.231.7.2" in r for r in rules)
+        assert sum("tcp dport 18080 dnat to 10.231.7.2:80" in r for r in rules) == 2
+        assert sum("udp dport 5300 dnat to 10.231.7.2:5300" in r for r in rules) == 2
+        # A new address: the rules are re-pointed (nspawn's "New container IP is ...").
+        sh(f"nsenter -t {container} -n ip addr del 10.231.7.2/30 dev host0")
+        sh(f"nsenter -t {container} -n ip addr add 10.231.7.6/30 dev host0")
+        wait_for(lambda: [r for r in nat_rules() if "nspawnpy:tport1:" in r and "10.231.7.6" in r],
+                 what="re-pointed rules")
+        assert len([r for r in nat_rules() if "nspawnpy:tport1:" in r]) == 4
+    finally:
+        net.teardown()
+    assert not os.path.exists(f"/proc/{watcher}")
+    assert not any("tport1" in r for r in nat_rules())
+    assert our_nft_tables() == [] or nat_rules() != []  # the table goes with its last rule
+    assert_no_leftovers()
+
+
+@needs_root
+def test_two_machines_share_the_table_and_remove_only_their_own_rules(container, container2):
+    nets = []
+    try:
+        for name, pid, addr in (("tportA", container, "10.231.8.2"), ("tportB", container2, "10.231.8.6")):
+            nets.append(netns_setup(plan_of(settings(name, network_veth=True, ports=["18081:80"])), pid))
+            sh(f"nsenter -t {pid} -n ip addr add {addr}/30 dev host0")
+            wait_for(lambda: any(f"nspawnpy:{name}:" in r for r in nat_rules()), what=name)
+        nets[0].teardown()
+        left = nat_rules()
+        assert not any("tportA" in r for r in left) and len([r for r in left if "tportB" in r]) == 2
+    finally:
+        for net in nets:
+            net.teardown()
+    assert not any("tportA" in r or "tportB" in r for r in nat_rules())
+    assert_no_leftovers()
+
+
+@needs_root
+def test_port_teardown_works_from_a_forked_cleanup_process_after_the_watcher_died(container):
+    net = netns_setup(plan_of(settings("tportf", network_veth=True, ports=["18082:80"])), container)
+    sh(f"nsenter -t {container} -n ip addr add 10.231.9.2/30 dev host0")
+    wait_for(lambda: any("nspawnpy:tportf:" in r for r in nat_rules()), what="rules")
+    pid = os.fork()
+    if pid == 0:
+        try:
+            net.teardown()
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert not any("tportf" in r for r in nat_rules())
+    net.teardown()
+    assert_no_leftovers()
+
+
+HTTP_PAYLOAD = ("ip addr add {cont}/30 dev host0; ip link set host0 up; ip route add default via {host}; "
+                "httpd -p 80 -h /www; echo serving; while [ ! -e /stop ]; do sleep 0.1; done")
+
+
+def _port_container(root, machine, port, cont_ip, host_ip, netns_pid=None, extra=()):
+    """Start nspawnpy with -n -p tcp:PORT:80 and busybox httpd; returns (Popen, ve- name)."""
+    (root / "www").mkdir(exist_ok=True)
+    (root / "www" / "index.html").write_text(f"hello from {machine}\n")
+    pre = ["nsenter", "-t", str(netns_pid), "-n"] if netns_pid else []
+    cmd = pre + [sys.executable, "-m", "nspawnpy", "--register=no", "-q", "-D", str(root), "-M", machine,
+                 "-n", f"--port=tcp:{port}:80", *extra, "/bin/sh", "-c",
+                 HTTP_PAYLOAD.format(cont=cont_ip, host=host_ip)]
+    p = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=dict(os.environ, PYTHONPATH=str(REPO)))
+    ve = netspec.veth_host_name(machine)
+    ns = f"nsenter -t {netns_pid} -n " if netns_pid else ""
+    wait_for(lambda: p.poll() is not None or sh(ns + f"ip link show {ve}", check=False).returncode == 0,
+             what=ve)
+    assert p.poll() is None, p.stderr.read()
+    sh(ns + f"ip addr add {host_ip}/30 dev {ve}")
+    sh(ns + f"ip link set {ve} up")
+    assert p.stdout.readline().strip() == "serving"
+    return p
+
+
+HTTP_GET = """
+import sys, urllib.request
+try:
+    sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=2).read().decode())
+except OSError as e:
+    sys.exit(str(e))
+"""
+
+
+def _http_get(url, ns_pid=None, timeout=10.0):
+    """GET `url` (from the netns of `ns_pid` if given), retrying until the rules are in place."""
+    pre = ["nsenter", "-t", str(ns_pid), "-n"] if ns_pid else []
+    deadline = time.monotonic() + timeout
+    while True:
+        r = subprocess.run(pre + [sys.executable, "-c", HTTP_GET, url], capture_output=True, text=True,
+                           env=dict(os.environ, no_proxy="*"))
+        if r.returncode == 0 or time.monotonic() > deadline:
+            return r.stdout or r.stderr
+        time.sleep(0.1)
+
+
+def _leftovers_of(machine, root):
+    """leftovers() that belong to this run (other engineers' tests may run concurrently)."""
+    from testhost import leftovers
+    return [x for x in leftovers() if machine in x or str(root) in x]
+
+
+def _stop(p, root):
+    (root / "stop").touch()
+    out, err = p.communicate(timeout=30)
+    return p.returncode, err
+
+
+e2e = pytest.mark.skipif(not (IS_ROOT and os.path.exists("/var/tmp/bb/bin/busybox")),
+                         reason="needs root and the busybox root /var/tmp/bb")
+
+
+@e2e
+def test_launcher_forwards_a_host_port_to_the_container_from_the_host(busybox_root):
+    machine, port = f"tp-{os.getpid() % 100000}", 20000 + os.getpid() % 20000
+    p = _port_container(busybox_root, machine, port, "10.231.1.2", "10.231.1.1")
+    try:
+        assert _http_get(f"http://10.231.1.1:{port}/") == f"hello from {machine}\n"
+        rules = [r for r in nat_rules() if f"nspawnpy:{machine}:" in r]
+        assert len(rules) == 2 and all(f"dnat to 10.231.1.2:80" in r for r in rules)
+        status, err = _stop(p, busybox_root)
+        assert status == 0, err
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert not any(machine in r for r in nat_rules())
+    assert _leftovers_of(machine, busybox_root) == []
+
+
+@e2e
+def test_launcher_forwards_traffic_from_a_peer_namespace_through_prerouting(busybox_root):
+    """The "host" is a namespace of the test (with forwarding on); a peer namespace on a veth
+    connects to the host's address and reaches the container."""
+    host, peer = spawn_netns(), spawn_netns()
+    try:
+        hp = f"nsenter -t {host.pid} -n "
+        sh(hp + "sysctl -q -w net.ipv4.ip_forward=1")
+        sh(hp + "ip link set lo up")
+        sh(hp + f"ip link add tpeer type veth peer name tpeerp netns {peer.pid}")
+        sh(hp + "ip addr add 10.231.2.1/30 dev tpeer")
+        sh(hp + "ip link set tpeer up")
+        sh(f"nsenter -t {peer.pid} -n ip addr add 10.231.2.2/30 dev tpeerp")
+        sh(f"nsenter -t {peer.pid} -n ip link set tpeerp up")
+        machine = f"tq-{os.getpid() % 100000}"
+        p = _port_container(busybox_root, machine, 8080, "10.231.3.2", "10.231.3.1", netns_pid=host.pid)
+        try:
+            assert _http_get("http://10.231.2.1:8080/", ns_pid=peer.pid) == f"hello from {machine}\n"
+            status, err = _stop(p, busybox_root)
+            assert status == 0, err
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        assert nat_rules(host.pid) == [] and our_nft_tables(host.pid) == []
+    finally:
+        kill(peer)
+        kill(host)
+
+
+@e2e
+def test_rules_are_removed_after_nspawnpy_is_killed(busybox_root):
+    machine, port = f"tk-{os.getpid() % 100000}", 20001 + os.getpid() % 20000
+    p = _port_container(busybox_root, machine, port, "10.231.4.2", "10.231.4.1")
+    try:
+        wait_for(lambda: any(f"nspawnpy:{machine}:" in r for r in nat_rules()), what="rules")
+        p.kill()  # SIGKILL the supervisor: the janitor tears down
+        p.wait()
+        wait_for(lambda: not any(machine in r for r in nat_rules()), timeout=40, what="rules removed")
+        wait_for(lambda: _leftovers_of(machine, busybox_root) == [], timeout=10, what="no leftovers")
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert _leftovers_of(machine, busybox_root) == []
 
 
 # ---------------------------------------------------------------------------
