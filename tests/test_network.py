@@ -607,7 +607,8 @@ def test_example_nspawn_files_parse_into_valid_plans():
     assert read_ini(REPO / "nspawn-files" / "macvlan.nspawn") == {"Network": {"MACVLAN": "eth0"}}
     keymap = {"Private": "private_network", "VirtualEthernet": "network_veth", "Bridge": "network_bridge",
               "Zone": "network_zone", "MACVLAN": "network_macvlan", "IPVLAN": "network_ipvlan",
-              "Interface": "network_interfaces", "VirtualEthernetExtra": "network_veth_extra"}
+              "Interface": "network_interfaces", "VirtualEthernetExtra": "network_veth_extra",
+              "Port": "ports"}
     for f in files:
         net = read_ini(f)["Network"]
         kw = {}
@@ -763,13 +764,13 @@ HTTP_PAYLOAD = ("ip addr add {cont}/30 dev host0; ip link set host0 up; ip route
                 "httpd -p 80 -h /www; echo serving; while [ ! -e /stop ]; do sleep 0.1; done")
 
 
-def _port_container(root, machine, port, cont_ip, host_ip, netns_pid=None, extra=()):
-    """Start nspawnpy with -n -p tcp:PORT:80 and busybox httpd; returns (Popen, ve- name)."""
+def _port_container(root, machine, port, cont_ip, host_ip, netns_pid=None, options=None):
+    """Start nspawnpy with -n -p tcp:PORT:80 (or `options`) and busybox httpd; returns the Popen."""
     (root / "www").mkdir(exist_ok=True)
     (root / "www" / "index.html").write_text(f"hello from {machine}\n")
     pre = ["nsenter", "-t", str(netns_pid), "-n"] if netns_pid else []
     cmd = pre + [sys.executable, "-m", "nspawnpy", "--register=no", "-q", "-D", str(root), "-M", machine,
-                 "-n", f"--port=tcp:{port}:80", *extra, "/bin/sh", "-c",
+                 *(["-n", f"--port=tcp:{port}:80"] if options is None else options), "/bin/sh", "-c",
                  HTTP_PAYLOAD.format(cont=cont_ip, host=host_ip)]
     p = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env=dict(os.environ, PYTHONPATH=str(REPO)))
@@ -867,6 +868,28 @@ def test_launcher_forwards_traffic_from_a_peer_namespace_through_prerouting(busy
     finally:
         kill(peer)
         kill(host)
+
+
+@e2e
+def test_port_from_a_trusted_nspawn_file_is_forwarded(busybox_root):
+    machine, port = f"tf-{os.getpid() % 100000}", 20002 + os.getpid() % 20000
+    settings_file = Path(f"/run/systemd/nspawn/{machine}.nspawn")
+    settings_file.parent.mkdir(parents=True, exist_ok=True)
+    settings_file.write_text(f"[Network]\nVirtualEthernet=yes\nPort=tcp:{port}:80\n")
+    try:
+        p = _port_container(busybox_root, machine, port, "10.231.5.2", "10.231.5.1", options=[])
+        try:
+            assert _http_get(f"http://10.231.5.1:{port}/") == f"hello from {machine}\n"
+            status, err = _stop(p, busybox_root)
+            assert status == 0, err
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    finally:
+        settings_file.unlink()
+    assert not any(machine in r for r in nat_rules())
+    assert _leftovers_of(machine, busybox_root) == []
 
 
 @e2e
