@@ -760,6 +760,26 @@ def test_port_teardown_works_from_a_forked_cleanup_process_after_the_watcher_die
     assert_no_leftovers()
 
 
+STALE_SWEEP = """
+import os, subprocess
+from nspawnpy import nftables, netspec
+dead = subprocess.Popen(["true"]); dead.wait()   # a PID that no longer exists
+ports = [netspec.Port("tcp", 18090, 80)]
+nftables.forward(ports, "10.231.10.2", nftables.make_tag("tdead", dead.pid))
+nftables.forward(ports, "10.231.10.6", nftables.make_tag("tlive", os.getpid()))
+print(subprocess.run(["nft", "list", "table", "ip", nftables.TABLE], capture_output=True, text=True).stdout)
+nftables.unforward(nftables.make_tag("tlive", os.getpid()))
+"""
+
+
+@needs_root
+def test_rules_of_a_container_that_died_uncleaned_are_swept_by_the_next_instance(container):
+    r = sh(f"nsenter -t {container} -n {sys.executable} -c '{STALE_SWEEP}'", cwd=REPO,
+           env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert "tlive" in r.stdout and "tdead" not in r.stdout
+    assert our_nft_tables(container) == []
+
+
 HTTP_PAYLOAD = ("ip addr add {cont}/30 dev host0; ip link set host0 up; ip route add default via {host}; "
                 "httpd -p 80 -h /www; echo serving; while [ ! -e /stop ]; do sleep 0.1; done")
 
