@@ -170,16 +170,17 @@ def test_ephemeral_and_no_link_nothing(run, busybox_root, jid):
 # -- the test host: a Debian guest's journal read through the link --------------------------
 
 
-def test_debian_guest_journal_is_readable_on_the_host_through_the_link(testhost):
+@pytest.mark.parametrize("mode", ["guest", "host"])
+def test_debian_guest_journal_is_readable_on_the_host_through_the_link(testhost, mode):
     import rootfs
-    name, mid = "jrn1", uuid.uuid4().hex
+    name, mid = f"jrn-{mode}", uuid.uuid4().hex
     tree = testhost.root / "var/lib/machines" / name
     rootfs.debian_tree(tree)
     (tree / "etc/machine-id").write_text(mid + "\n")
     (tree / "var/log/journal").mkdir(parents=True, exist_ok=True)
     testhost.run("mkdir -p /var/log/journal")
     link = f"/var/log/journal/{mid}"
-    testhost.run(f"nspawnpy -q -D /var/lib/machines/{name} -M {name} --link-journal=guest -b "
+    testhost.run(f"nspawnpy -q -D /var/lib/machines/{name} -M {name} --link-journal={mode} -b "
                  f">/tmp/{name}.log 2>&1 </dev/null &")
     try:
         deadline = time.monotonic() + 40
@@ -192,8 +193,12 @@ def test_debian_guest_journal_is_readable_on_the_host_through_the_link(testhost)
                 log = testhost.run(f"cat /tmp/{name}.log; ls -la /var/log/journal", check=False)
                 raise AssertionError(f"guest journal not readable via {link}\n{log.stdout}")
             time.sleep(0.3)
-        assert testhost.run(["readlink", link]).stdout.strip() == \
-            f"/var/lib/machines/{name}/var/log/journal/{mid}"
+        if mode == "guest":
+            assert testhost.run(["readlink", link]).stdout.strip() == \
+                f"/var/lib/machines/{name}/var/log/journal/{mid}"
+        else:  # the files are on the test host; the tree only has the (unmounted) mount point
+            files = testhost.run(f"ls {link}").stdout.split()
+            assert "system.journal" in files
         out = testhost.run(["journalctl", "-m", f"_MACHINE_ID={mid}", "-o", "cat",
                             "--no-pager"]).stdout
         assert "Startup finished" in out
@@ -207,4 +212,8 @@ def test_debian_guest_journal_is_readable_on_the_host_through_the_link(testhost)
                 testhost.run(["machinectl", "terminate", name], check=False)
                 break
             time.sleep(0.2)
-        testhost.run(["rm", "-f", link], check=False)
+        mounted = testhost.run(f"grep ' {link} ' /proc/self/mountinfo", check=False).stdout
+        testhost.run(["rm", "-rf", link], check=False)
+    assert mounted == ""
+    if mode == "host":
+        assert list((tree / f"var/log/journal/{mid}").iterdir()) == []
