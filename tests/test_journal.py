@@ -217,3 +217,16 @@ def test_debian_guest_journal_is_readable_on_the_host_through_the_link(testhost,
     assert mounted == ""
     if mode == "host":
         assert list((tree / f"var/log/journal/{mid}").iterdir()) == []
+
+
+def test_link_journal_from_a_trusted_nspawn_file(run, busybox_root, jid):
+    trusted = Path("/run/systemd/nspawn") / f"{busybox_root.name}.nspawn"
+    trusted.parent.mkdir(parents=True, exist_ok=True)
+    trusted.write_text("[Exec]\nLinkJournal=host\n")
+    try:
+        assert journal_mounts(run().stdout) == [f"/var/log/journal/{jid}"]
+        # the command line wins over the file (--settings=yes)
+        assert journal_mounts(run("--link-journal=no").stdout) == []
+    finally:
+        trusted.unlink()
+    assert (JOURNAL / jid).is_dir()
