@@ -26,6 +26,8 @@ HOST_MACHINE_ID = "/etc/machine-id"
 def link_journal(settings, image):
     """Do the host side now; return the step for the guest side, or None."""
     mode = settings.link_journal
+    if settings.ephemeral and mode in ("guest", "host"):
+        raise UserError("--ephemeral and --link-journal={host,guest} may not be combined.")
     if mode == "no" or settings.ephemeral:  # nspawn never links an ephemeral machine's journal
         return None
     try_ = mode.startswith("try-") or mode == "auto"
@@ -48,7 +50,7 @@ def link_journal(settings, image):
 
     p = f"{JOURNAL}/{machine_id}"
     q = image.root + p
-    if is_mount_point(p):
+    if os.path.lexists(p) and is_mount_point(p):
         if try_:
             return _guest_side(q, p, try_, None)
         raise UserError(f"{p}: already a mount point, refusing to use for journal")
@@ -111,6 +113,8 @@ def _guest_side(q: str, p: str, try_: bool, link):
             except FileExistsError:
                 pass
             except OSError as e:
+                if e.errno == 30 and try_:  # EROFS: a try-* mode links nothing, quietly
+                    return
                 raise UserError(f"Failed to create {d}: {e.strerror}") from None
         inner = root + p
         if link is None:

@@ -163,8 +163,14 @@ def test_guest_mode_refuses_what_it_cannot_replace(run, jid):
 def test_ephemeral_and_no_link_nothing(run, busybox_root, jid):
     run("--link-journal=no")
     assert not (busybox_root / "var/log").exists()
-    run("-x", "--link-journal=guest")
+    run("-x", "--link-journal=try-guest")
+    run("-x", "-j")
     assert not os.path.lexists(JOURNAL / jid)
+    for mode in ("guest", "host"):
+        r = run("-x", f"--link-journal={mode}", check=1)
+        assert r.stderr == "--ephemeral and --link-journal={host,guest} may not be combined.\n"
+    assert not os.path.lexists(JOURNAL / jid) and not (busybox_root / "var/log").exists()
+    assert [p.name for p in busybox_root.parent.iterdir()] == [busybox_root.name]
 
 
 # -- the test host: a Debian guest's journal read through the link --------------------------
