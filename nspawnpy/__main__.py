@@ -18,6 +18,8 @@ def check_conflicts(s) -> None:
          "Cannot combine --read-only with --volatile. Note that --volatile already implies a "
          "read-only base hierarchy."),
         (s.ephemeral and s.volatile != "no", "Cannot combine --ephemeral with --volatile."),
+        (s.ephemeral and s.link_journal in ("host", "guest"),
+         "--ephemeral and --link-journal={host,guest} may not be combined."),
         (s.network_bridge and s.network_zone,
          "--network-bridge= and --network-zone= may not be combined."),
         (s.ports and not s.private_net and not s.network_namespace_path,
