@@ -37,7 +37,8 @@ def check_conflicts(s) -> None:
     unsupported = [
         (s.image, "--image="), (s.oci_bundle, "--oci-bundle="), (s.root_hash, "--root-hash="),
         (s.root_hash_sig, "--root-hash-sig="), (s.verity_data, "--verity-data="),
-        (s.private_users not in ("no", None), "--private-users= / -U"),
+        (s.private_users not in ("no", None) and s.network_namespace_path,
+         "--network-namespace-path= with --private-users="),
         (s.bind_user, "--bind-user="),
     ]
     for present, option in unsupported:
@@ -81,6 +82,9 @@ def _prepare(settings, image):
         image.ephemeral_dir = ephemeral_layer(image.root, image.cleanups)
         machine = f"{machine}-{os.urandom(8).hex()}"[:64]
     image.machine = machine
+    if settings.private_users not in ("no", None):
+        from . import userns
+        image.userns = userns.resolve(settings, image.root, machine, image.cleanups)
     image.uuid = img.machine_id(image.root, settings.uuid)
     image.console_mode = console.choose_mode(settings.console)
     image.winsize = console.window_size() if image.console_mode == "interactive" else (24, 80)

@@ -116,3 +116,32 @@ class Placement:
         for directory in reversed(self.created):
             remove_tree(directory)
         self.created = []
+
+
+DELEGATED_FILES = ("cgroup.procs", "cgroup.subtree_control", "cgroup.threads", "memory.oom.group",
+                   "memory.reclaim", "tasks", "notify_on_release", "cgroup.clone_children")
+
+
+def delegate_to(pid: int, uid: int) -> None:
+    """With a user namespace: hand the payload's cgroup (in the hierarchies systemd manages)
+    to the container's root, so a systemd inside can manage its subtree."""
+    with open(f"/proc/{pid}/cgroup") as f:
+        entries = [tuple(line.rstrip("\n").split(":", 2)) for line in f if line.strip()]
+    kind = layout(entries)
+    for hierarchy, controllers, path in entries:
+        if kind == "unified" and hierarchy == "0":
+            directory = ROOT + path
+        elif kind != "unified" and controllers == "name=systemd":
+            directory = f"{ROOT}/systemd{path}"
+        elif kind == "hybrid" and hierarchy == "0":
+            directory = f"{ROOT}/unified{path}"
+        else:
+            continue
+        if path in ("", "/"):
+            continue
+        os.chown(directory, uid, uid)
+        for name in DELEGATED_FILES:
+            try:
+                os.chown(f"{directory}/{name}", uid, uid)
+            except FileNotFoundError:
+                pass

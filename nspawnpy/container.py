@@ -18,6 +18,9 @@ class Context:
     """Everything PID 1 needs to know; it reaches the child through clone()."""
     console_pts = None
     sync = None
+    userns = None
+    sysfs_fd = None
+    idmapped_root = None
 
 
 def log(message: str) -> None:
@@ -89,6 +92,14 @@ def run_once(settings, image) -> int:
     if network_plan is not None and network_plan.needs_netns and not settings.network_namespace_path:
         flags |= linux.CLONE_NEWNET
     ctx.netns_fd = image.netns_fd
+    ctx.userns = getattr(image, "userns", None)
+    if ctx.userns is not None:
+        flags |= linux.CLONE_NEWUSER
+        if not flags & linux.CLONE_NEWNET:
+            # sysfs can only be mounted from a user namespace that owns the network
+            # namespace: without one of its own, the container gets ours, made here.
+            ctx.sysfs_fd = linux.fsmount_new("sysfs", linux.MOUNT_ATTR_RDONLY | linux.MOUNT_ATTR_NOSUID
+                                             | linux.MOUNT_ATTR_NODEV | linux.MOUNT_ATTR_NOEXEC)
     if not settings.quiet:
         log(f"Spawning container {ctx.machine} on {ctx.root}.")
         if ctx.console_mode == "interactive":
@@ -101,6 +112,8 @@ def run_once(settings, image) -> int:
         from . import inner
         inner.run(ctx)
     child_sync.close()
+    if ctx.sysfs_fd is not None:
+        os.close(ctx.sysfs_fd)
     return Supervisor(ctx, pid, sync, image).run()
 
 
@@ -162,10 +175,29 @@ class Supervisor:
             raise UserError("Child died too early.")
         return fds[0] if fds else None
 
+    def enter_userns(self) -> None:
+        """Write PID 1's UID/GID maps and fix up the tree's ownership; PID 1 waits for it."""
+        import _socket
+        import struct
+        userns = self.ctx.userns
+        userns.write_maps(self.pid)
+        tree = userns.apply(self.pid, self.ctx.root)
+        fds = [] if tree is None else [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack("i", tree))]
+        try:
+            self.sync.sendmsg([b"U"], fds)
+        except OSError:
+            pass  # PID 1 is gone; receive_ready() says why
+        if tree is not None:
+            os.close(tree)
+
     def start(self) -> None:
+        if self.ctx.userns is not None:
+            self.enter_userns()
         master = self.receive_ready()
         scope = getattr(self.image.register, "makes_scope", False)  # machined's scope is its cgroup
+        own_cgroup = scope
         if (self.settings.boot and not scope) or self.settings.keep_unit:
+            own_cgroup = True
             # A booted init needs a cgroup subtree of its own; a plain command
             # stays in ours (a cgroup v1 move costs milliseconds).
             from . import cgroup
@@ -180,6 +212,9 @@ class Supervisor:
             self.image.ifindexes = net.ifindexes
         if self.image.register is not None:
             self.cleanups.append(self.image.register(self.pid))
+        if self.ctx.userns is not None and own_cgroup:
+            from . import cgroup
+            cgroup.delegate_to(self.pid, self.ctx.userns.base)
         if self.cleanups:
             from .janitor import Janitor
             self.janitor = Janitor(self.cleanups, self.pidfd)

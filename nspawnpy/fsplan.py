@@ -12,8 +12,10 @@ TMPFS_DEV = "mode=0755,size=4m,nr_inodes=64k"
 MS_STRICTATIME = 1 << 24   # nspawn's tmpfs API mounts show neither relatime nor noatime
 
 
-def api_mounts(private_net: bool) -> list:
-    """/proc, /sys, /dev, /run and /tmp, in the order they must happen."""
+def api_mounts(private_net: bool, userns: bool = False, sysfs_fd=None) -> list:
+    """/proc, /sys, /dev, /run and /tmp, in the order they must happen. In a user
+    namespace without a network namespace of its own, /sys is a sysfs the supervisor
+    mounted (`sysfs_fd`), and /dev gets the host's device nodes bound in."""
     plan = [
         m.Call("/", m.base_filesystem),
         m.Mount("/proc", "proc", flags=MS_NOSUID | MS_NOEXEC | MS_NODEV),
@@ -22,10 +24,11 @@ def api_mounts(private_net: bool) -> list:
     if private_net:
         plan.append(m.Writable("/proc/sys/net"))
     plan += [
+        m.Attach("/sys", sysfs_fd) if sysfs_fd is not None else
         m.NetnsSysfs() if private_net else
         m.Mount("/sys", "sysfs", flags=MS_NOSUID | MS_NOEXEC | MS_NODEV | MS_RDONLY),
         m.Mount("/dev", "tmpfs", TMPFS_DEV, MS_NOSUID | MS_STRICTATIME),
-        m.Call("/dev", m.populate_dev),
+        m.Call("/dev", m.populate_dev, userns),
         m.Mount("/dev/pts", "devpts", "newinstance,ptmxmode=0666,mode=620,gid=5",
                 MS_NOSUID | MS_NOEXEC),
         m.Mount("/dev/shm", "tmpfs", TMPFS_TMP, MS_NOSUID | MS_NODEV | MS_STRICTATIME),

@@ -43,14 +43,19 @@ def _describe(e: BaseException) -> str:
 
 
 def _prepare(ctx) -> None:
+    if ctx.userns is not None:
+        ctx.idmapped_root = wait_for_userns(ctx.sync)
     if ctx.netns_fd is not None:
         linux.setns(ctx.netns_fd, linux.CLONE_NEWNET)
     linux.mount(None, "/", None, MS_REC | MS_SLAVE)
     root = setup_root(ctx)
+    if ctx.userns is not None:
+        root = become_root(root)
     if ctx.settings.pivot_root:
         root = pivot_inner(root, *ctx.settings.pivot_root)
     from . import fsplan
-    for op in fsplan.api_mounts(ctx.private_net) + ctx.custom_plan:
+    for op in fsplan.api_mounts(ctx.private_net, ctx.userns is not None,
+                                ctx.sysfs_fd) + ctx.custom_plan:
         op.execute(root)
     master = setup_console(ctx, root) if ctx.console_mode != "pipe" else None
     write_run_host(ctx, root)
@@ -71,6 +76,34 @@ def _prepare(ctx) -> None:
     mount_cgroups(root, ctx.cgroup_mounts)
     pivot(root)
     finish_and_exec(ctx)
+
+
+def wait_for_userns(sync):
+    """Wait until the supervisor wrote our UID/GID maps and fixed up the tree's
+    ownership. Returns the ID-mapped root mount it sent, if any."""
+    message, ancdata, _, _ = sync.recvmsg(16, _socket_cmsg_space())
+    if message != b"U":
+        os._exit(1)
+    fds = [fd for level, kind, data in ancdata if level == 1 and kind == 1
+           for fd in struct.unpack(f"{len(data) // 4}i", data[:len(data) - len(data) % 4])]
+    return fds[0] if fds else None
+
+
+def become_root(root: str) -> str:
+    """Become the namespace's root, so what we create is the container root's. Our
+    host identity no longer opens the way to the tree then (its parent directories may
+    be private): the rest of the set-up reaches it through a descriptor opened before."""
+    fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    os.setgroups([])
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+    linux.prctl(linux.PR_SET_PDEATHSIG, SIGKILL)  # a credential change clears it
+    return f"/proc/self/fd/{fd}"
+
+
+def _socket_cmsg_space() -> int:
+    import _socket
+    return _socket.CMSG_SPACE(4)
 
 
 def compile_seccomp(settings, kept_caps: int):
@@ -98,7 +131,11 @@ def setup_root(ctx) -> str:
     through an O_PATH descriptor, so no staging directory is needed on the host.
     """
     root, volatile = ctx.root, ctx.settings.volatile
-    linux.mount(root, root, None, MS_BIND | MS_REC)
+    if getattr(ctx, "idmapped_root", None) is not None:
+        linux.move_mount(ctx.idmapped_root, root)  # --private-users-ownership=map
+        os.close(ctx.idmapped_root)
+    else:
+        linux.mount(root, root, None, MS_BIND | MS_REC)
     if volatile == "state":
         mounts.Mount("/var", "tmpfs", "mode=0755", MS_NOSUID | MS_NODEV).execute(root)
     if volatile in ("no", "state") and not ctx.ephemeral_dir:

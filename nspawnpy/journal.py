@@ -111,7 +111,9 @@ def _guest_side(q: str, p: str, try_: bool, link):
             except FileExistsError:
                 pass
             except OSError as e:
-                if e.errno == 30 and try_:  # EROFS: a try-* mode links nothing, quietly
+                # EROFS, or EACCES for a user namespace's root in a tree it does not own
+                # (--private-users-ownership=off): a try-* mode links nothing, quietly.
+                if e.errno in (30, 13) and try_:
                     return
                 raise UserError(f"Failed to create {d}: {e.strerror}") from None
         inner = root + p

@@ -36,6 +36,20 @@ MS_SHARED = 1 << 20
 MS_RELATIME = 1 << 21
 MNT_DETACH = 2
 
+# The new mount API (linux/mount.h).
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = 0o2000000
+MOVE_MOUNT_F_EMPTY_PATH = 0x04
+FSCONFIG_CMD_CREATE = 6
+FSMOUNT_CLOEXEC = 1
+MOUNT_ATTR_RDONLY = 0x01
+MOUNT_ATTR_NOSUID = 0x02
+MOUNT_ATTR_NODEV = 0x04
+MOUNT_ATTR_NOEXEC = 0x08
+MOUNT_ATTR_IDMAP = 0x00100000
+
 # prctl(2) options.
 PR_SET_PDEATHSIG = 1
 PR_CAPBSET_DROP = 24
@@ -54,6 +68,12 @@ _SYSCALLS = {
     "pidfd_open": (434, 434),
     "pidfd_send_signal": (424, 424),
     "personality": (135, 92),
+    "open_tree": (428, 428),
+    "move_mount": (429, 429),
+    "fsopen": (430, 430),
+    "fsconfig": (431, 431),
+    "fsmount": (432, 432),
+    "mount_setattr": (442, 442),
 }
 _ARCH = 1 if os.uname().machine in ("aarch64", "arm64") else 0
 
@@ -87,6 +107,43 @@ def umount2(target, flags: int = 0) -> None:
 
 def pivot_root(new_root, put_old) -> None:
     _check(_syscall("pivot_root", _b(new_root), _b(put_old)), str(new_root))
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def open_tree(path, flags: int, dirfd: int = -100) -> int:
+    return _check(_syscall("open_tree", dirfd, _b(path), ctypes.c_uint(flags)), str(path))
+
+
+def mount_setattr(fd: int, attr_set: int, userns_fd: int = 0, path: str = "",
+                  flags: int = AT_EMPTY_PATH) -> None:
+    attr = _MountAttr(attr_set, 0, 0, userns_fd)
+    _check(_syscall("mount_setattr", fd, _b(path), ctypes.c_uint(flags), ctypes.byref(attr),
+                    ctypes.c_size_t(ctypes.sizeof(attr))))
+
+
+def move_mount(from_fd: int, to_path, from_path: str = "", to_dirfd: int = -100,
+               flags: int = MOVE_MOUNT_F_EMPTY_PATH) -> None:
+    _check(_syscall("move_mount", from_fd, _b(from_path), to_dirfd, _b(to_path),
+                    ctypes.c_uint(flags)), str(to_path))
+
+
+def fsopen(fstype: str) -> int:
+    return _check(_syscall("fsopen", _b(fstype), ctypes.c_uint(1)), fstype)  # FSOPEN_CLOEXEC
+
+
+def fsmount_new(fstype: str, attr_flags: int) -> int:
+    """fsopen + create + fsmount: a detached mount of a fresh `fstype` instance."""
+    fs = fsopen(fstype)
+    try:
+        _check(_syscall("fsconfig", fs, ctypes.c_uint(FSCONFIG_CMD_CREATE), None, None, 0), fstype)
+        return _check(_syscall("fsmount", fs, ctypes.c_uint(FSMOUNT_CLOEXEC),
+                               ctypes.c_uint(attr_flags)), fstype)
+    finally:
+        os.close(fs)
 
 
 def unshare(flags: int) -> None:

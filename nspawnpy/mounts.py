@@ -145,6 +145,19 @@ class NetnsSysfs(Op):
         bind_remount(target, MS_RDONLY | flags)
 
 
+class Attach(Op):
+    """Put a detached mount (an fd from fsmount/open_tree, made by the supervisor) at `where`."""
+
+    def __init__(self, where, fd):
+        self.where, self.fd = where, fd
+
+    def execute(self, root):
+        target = under(root, self.where)
+        mkdir_p(target)
+        linux.move_mount(self.fd, target)
+        os.close(self.fd)
+
+
 class Mask(Op):
     """Cover a path with an empty read-only node of the same kind (--inaccessible=)."""
 
@@ -239,8 +252,9 @@ def base_filesystem(root: str) -> None:
                 pass
 
 
-def populate_dev(root: str) -> None:
-    """The device nodes and links nspawn gives every container."""
+def populate_dev(root: str, bind_host: bool = False) -> None:
+    """The device nodes and links nspawn gives every container. In a user namespace
+    mknod is not allowed: the host's nodes are bind-mounted onto empty files instead."""
     dev = under(root, "/dev")
     old = os.umask(0)
     try:
@@ -248,7 +262,13 @@ def populate_dev(root: str) -> None:
         os.makedirs(dev + "/char", 0o755, exist_ok=True)
         os.makedirs(dev + "/net", 0o755, exist_ok=True)
         for name, major, minor in DEV_NODES:
-            os.mknod(f"{dev}/{name}", stat.S_IFCHR | 0o666, os.makedev(major, minor))
+            if bind_host:
+                if not os.path.exists(f"/dev/{name}"):
+                    continue
+                touch(f"{dev}/{name}", 0o666)
+                linux.mount(f"/dev/{name}", f"{dev}/{name}", None, MS_BIND)
+            else:
+                os.mknod(f"{dev}/{name}", stat.S_IFCHR | 0o666, os.makedev(major, minor))
             os.symlink(f"../{name}", f"{dev}/char/{major}:{minor}")
         os.symlink("pts/ptmx", dev + "/ptmx")
         os.symlink("/proc/self/fd", dev + "/fd")
@@ -268,8 +288,11 @@ def populate_inaccessible(root: str) -> None:
         os.mkdir(base + "/dir", 0)
         touch(base + "/reg", 0)
         os.mkfifo(base + "/fifo", 0)
-        os.mknod(base + "/chr", stat.S_IFCHR, os.makedev(0, 0))
-        os.mknod(base + "/blk", stat.S_IFBLK, os.makedev(0, 0))
+        for name, kind in (("chr", stat.S_IFCHR), ("blk", stat.S_IFBLK)):
+            try:
+                os.mknod(f"{base}/{name}", kind, os.makedev(0, 0))
+            except PermissionError:  # in a user namespace: the systemd inside makes its own
+                pass
         import _socket
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         sock.bind(base + "/sock")
