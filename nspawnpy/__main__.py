@@ -161,12 +161,6 @@ def main(argv=None) -> int:
         return e.status
     except KeyboardInterrupt:
         return 1
-    finally:
-        _run_cleanups()
-
-
-def _run_cleanups() -> None:
-    """Host-side leftovers registered during prepare() (scratch trees, snapshots)."""
 
 
 if __name__ == "__main__":

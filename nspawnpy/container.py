@@ -29,11 +29,25 @@ def log(message: str) -> None:
 
 
 def run(settings, image) -> int:
-    """Run the container until it ends; restart it in place on reboot unless --keep-unit."""
-    while True:
-        status = run_once(settings, image)
-        if status != EXIT_REBOOT or settings.keep_unit:
-            return status
+    """Run the container until it ends; restart it in place on reboot unless --keep-unit.
+
+    What prepare() set up on the host (ephemeral layer, UID range, scratch trees)
+    lives across in-place reboots and is undone once, at the end."""
+    try:
+        while True:
+            status = run_once(settings, image)
+            if status != EXIT_REBOOT or settings.keep_unit:
+                return status
+    finally:
+        run_cleanups(image.cleanups)
+
+
+def run_cleanups(cleanups: list) -> None:
+    for cleanup in reversed(cleanups):
+        try:
+            cleanup()
+        except Exception as e:  # noqa: BLE001 - finish tearing down, then report
+            log(f"Cleanup failed: {e}")
 
 
 def make_context(settings, image) -> Context:
@@ -121,7 +135,7 @@ class Supervisor:
     def __init__(self, ctx, pid, sync, image):
         self.ctx, self.pid, self.sync, self.image = ctx, pid, sync, image
         self.settings = ctx.settings
-        self.cleanups = list(image.cleanups)
+        self.cleanups = []  # this run's: cgroups, links, registration
         self.pidfd = os.pidfd_open(pid)
         self.relay = None
         self.janitor = None
@@ -150,11 +164,7 @@ class Supervisor:
     def teardown(self) -> None:
         if self.relay:
             self.relay.restore()
-        for cleanup in reversed(self.cleanups):
-            try:
-                cleanup()
-            except Exception as e:  # noqa: BLE001 - finish tearing down, then report
-                log(f"Cleanup failed: {e}")
+        run_cleanups(self.cleanups)
         if self.janitor:
             self.janitor.dismiss()
 
@@ -215,9 +225,9 @@ class Supervisor:
         if self.ctx.userns is not None and own_cgroup:
             from . import cgroup
             cgroup.delegate_to(self.pid, self.ctx.userns.base)
-        if self.cleanups:
+        if self.cleanups or self.image.cleanups:
             from .janitor import Janitor
-            self.janitor = Janitor(self.cleanups, self.pidfd)
+            self.janitor = Janitor(self.image.cleanups + self.cleanups, self.pidfd)
         if master is not None:
             from .console import Relay
             self.relay = Relay(master, self.ctx.console_mode)

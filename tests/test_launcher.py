@@ -323,6 +323,18 @@ def test_reboot_restarts_in_place_without_keep_unit(run_nspawnpy, busybox_root):
     assert (busybox_root / "count").read_text() == "x\nx\n"
 
 
+def test_ephemeral_layer_survives_an_in_place_reboot_and_is_removed_at_exit(run_nspawnpy,
+                                                                             busybox_root):
+    write_inittab(busybox_root,
+                  "::sysinit:/bin/sh -c 'if [ -e /marker ]; then echo kept; poweroff; "
+                  "else touch /marker; reboot; fi'", "::shutdown:/bin/true")
+    r = run_nspawnpy(*QUIET, "-x", "-b", "-D", busybox_root, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "kept" in out(r)
+    assert not (busybox_root / "marker").exists()
+    assert [p.name for p in busybox_root.parent.iterdir() if p.name.startswith(".#")] == []
+
+
 def test_reboot_exits_133_with_keep_unit(run_nspawnpy, busybox_root):
     write_inittab(busybox_root, "::once:/sbin/reboot", "::shutdown:/bin/true")
     r = run_nspawnpy(*QUIET, "--keep-unit", "-b", "-D", busybox_root, timeout=60)
