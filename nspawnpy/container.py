@@ -64,6 +64,7 @@ def make_context(settings, image) -> Context:
     ctx.private_net = settings.private_net
     ctx.argv = settings.parameters
     ctx.host_env = host_os_env()
+    ctx.listen_fds = passed_sockets()
     ctx.host_os_release = next((p for p in ("/etc/os-release", "/usr/lib/os-release")
                                 if os.path.exists(p)), None)
     ctx.credentials = image.credentials
@@ -75,6 +76,19 @@ def make_context(settings, image) -> Context:
     ctx.cgroup_ns = True
     ctx.cgroup_mounts = cgroup.container_mounts(settings.boot)
     return ctx
+
+
+def passed_sockets() -> int:
+    """Socket activation: the fds our service manager passed us (from 3 on) go on to PID 1."""
+    try:
+        if int(os.environ.get("LISTEN_PID", "0")) != os.getpid():
+            return 0
+        count = int(os.environ.get("LISTEN_FDS", "0"))
+    except ValueError:
+        return 0
+    for fd in range(3, 3 + count):
+        os.set_inheritable(fd, True)
+    return count
 
 
 def host_os_env() -> dict:

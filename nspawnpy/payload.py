@@ -174,6 +174,8 @@ def build_env(ctx, user) -> dict:
         env.update(HOME="/root", USER="root", LOGNAME="root")
     env["LANG"] = "C.UTF-8"
     env["container_uuid"] = ctx.uuid_dashed
+    if ctx.listen_fds:
+        env.update(LISTEN_FDS=str(ctx.listen_fds), LISTEN_PID="1")
     env["NOTIFY_SOCKET"] = "/run/host/notify"
     if ctx.credentials:
         env["CREDENTIALS_DIRECTORY"] = "/run/host/credentials"

@@ -152,6 +152,27 @@ def test_environment_is_built_like_nspawns(run_nspawnpy, busybox_root):
     assert "container_host_id" in env
 
 
+def test_socket_activation_fds_are_passed_on_to_pid_1(busybox_root):
+    import socket
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    fd = listener.fileno()
+    try:
+        r = subprocess.run(
+            ["/bin/sh", "-c", f'LISTEN_PID=$$ LISTEN_FDS=1 exec {PYTHON} -m nspawnpy '
+             f'--register=no -q --console=pipe -D {busybox_root} /bin/sh -c '
+             "'echo $LISTEN_FDS $LISTEN_PID; readlink /proc/self/fd/3'"],
+            pass_fds=(fd, 3), preexec_fn=lambda: os.dup2(fd, 3),
+            env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=30)
+    finally:
+        listener.close()
+    lines = r.stdout.split("\n")
+    assert r.returncode == 0, r.stderr
+    assert lines[0] == "1 1"
+    assert lines[1].startswith("socket:")
+
+
 def test_uuid_option_is_used_when_the_image_has_no_machine_id(run_nspawnpy, busybox_root):
     uuid = "0123456789abcdef0123456789abcdef"
     r = run_pipe(run_nspawnpy, busybox_root, f"--uuid={uuid}", "/bin/sh", "-c",
