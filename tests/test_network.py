@@ -563,22 +563,22 @@ def read_ini(path):
 
 
 NSPAWN_FILES = {  # ours -> what systemd 252 ships (§6)
-    "80-nspawnpy-host0.network": ("80-container-host0.network",
+    "79-nspawnpy-host0.network": ("80-container-host0.network",
                                   {"Match": {"Virtualization": "container", "Name": "host0"},
                                    "Network": {"DHCP": "yes", "LinkLocalAddressing": "yes", "LLDP": "yes",
                                                "EmitLLDP": "customer-bridge"},
                                    "DHCP": {"UseTimezone": "yes"}}),
-    "80-nspawnpy-ve.network": ("80-container-ve.network",
+    "79-nspawnpy-ve.network": ("80-container-ve.network",
                                {"Match": {"Name": "ve-*", "Driver": "veth"},
                                 "Network": {"Address": "0.0.0.0/28", "LinkLocalAddressing": "yes",
                                             "DHCPServer": "yes", "IPMasquerade": "both", "LLDP": "yes",
                                             "EmitLLDP": "customer-bridge", "IPv6SendRA": "yes"}}),
-    "80-nspawnpy-vz.network": ("80-container-vz.network",
+    "79-nspawnpy-vz.network": ("80-container-vz.network",
                                {"Match": {"Name": "vz-*", "Driver": "bridge"},
                                 "Network": {"Address": "0.0.0.0/24", "LinkLocalAddressing": "yes",
                                             "DHCPServer": "yes", "IPMasquerade": "both", "LLDP": "yes",
                                             "EmitLLDP": "customer-bridge", "IPv6SendRA": "yes"}}),
-    "80-nspawnpy-vb.network": ("80-container-vb.network",
+    "79-nspawnpy-vb.network": ("80-container-vb.network",
                                {"Match": {"Name": "vb-*", "Driver": "veth"},
                                 "Network": {"KeepMaster": "yes", "LinkLocalAddressing": "no", "LLDP": "yes",
                                             "EmitLLDP": "nearest-bridge"}}),
@@ -596,7 +596,7 @@ def test_shipped_network_files_set_what_nspawn_252_sets(ours):
 
 
 def test_macvlan_network_file_matches_mv_links_with_dhcp():
-    got = read_ini(REPO / "units" / "80-nspawnpy-mv.network")
+    got = read_ini(REPO / "units" / "79-nspawnpy-mv.network")
     assert "mv-*" in got["Match"]["Name"].split() and got["Network"]["DHCP"] == "yes"
 
 

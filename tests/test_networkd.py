@@ -1,12 +1,12 @@
 """systemd-networkd configuring nspawnpy's links from the .network files we ship in units/,
 checked inside the systemd test host with the real tools: the host side of --network-veth
-(80-nspawnpy-ve.network: a /28 from the pool, DHCP server) and the container side (host0,
-80-nspawnpy-host0.network), and a --network-macvlan guest (mv-IF, 80-nspawnpy-mv.network)
+(79-nspawnpy-ve.network: a /28 from the pool, DHCP server) and the container side (host0,
+79-nspawnpy-host0.network), and a --network-macvlan guest (mv-IF, 79-nspawnpy-mv.network)
 leasing its address from dnsmasq on a veth "LAN" inside the test host's own netns.
 
-systemd ships 80-container-{ve,host0}.network, which sort before ours and would be picked
-first: the tests mask them (a /dev/null symlink in /etc/systemd/network) so that networkd can
-only use our files, and assert that it did ("Network File:" of networkctl status).
+systemd ships 80-container-{ve,host0}.network too; ours are named 79-… so that they sort
+first and networkd picks them for the links nspawnpy makes. The tests assert that it did
+("Network File:" of networkctl status) with systemd's files in place.
 """
 
 from __future__ import annotations
@@ -39,19 +39,10 @@ def wait_until(host, check: str, timeout: float = 30) -> str:
         time.sleep(0.3)
 
 
-def mask(root, name: str) -> None:
-    link = root / NETWORK_DIR / name
-    link.parent.mkdir(parents=True, exist_ok=True)
-    link.unlink(missing_ok=True)
-    link.symlink_to("/dev/null")
-
-
 @pytest.fixture(scope="module")
 def host(testhost):
-    """The test host running systemd-networkd with our units installed (and systemd's own
-    80-container-ve.network masked); put back as it was afterwards."""
+    """The test host running systemd-networkd with our units installed; stopped afterwards."""
     testhost.install_units()
-    mask(testhost.root, "80-container-ve.network")
     try:
         testhost.run(["systemctl", "start", "systemd-networkd"])
         yield testhost
@@ -59,17 +50,14 @@ def host(testhost):
         testhost.run(["systemctl", "stop", "systemd-networkd.socket", "systemd-networkd"],
                      check=False)
         testhost.run(["systemctl", "reset-failed"], check=False)
-        (testhost.root / NETWORK_DIR / "80-container-ve.network").unlink(missing_ok=True)
     links = testhost.run(["ip", "-o", "link", "show"]).stdout
     assert not re.search(r"^\d+: (ve-|mv-|thA|thB)", links, re.M), links
 
 
-def debian_guest(host, name: str, network_file: str, masked: tuple[str, ...] = ()):
+def debian_guest(host, name: str, network_file: str):
     """A Debian tree in /var/lib/machines/NAME with *network_file* from units/ installed and
     systemd-networkd enabled."""
     tree = rootfs.debian_tree(host.root / MACHINES.lstrip("/") / name)
-    for m in masked:
-        mask(tree, m)
     shutil.copy2(host.repo / "units" / network_file, tree / NETWORK_DIR / network_file)
     host.run(["systemctl", f"--root={MACHINES}/{name}", "enable", "-q", "systemd-networkd"])
     return tree
@@ -97,8 +85,7 @@ def stop_unit(host, unit: str) -> None:
 
 def test_veth_both_ends_configured_by_networkd_from_our_files(host):
     name = "nwve"
-    tree = debian_guest(host, name, "80-nspawnpy-host0.network",
-                        masked=("80-container-host0.network",))
+    tree = debian_guest(host, name, "79-nspawnpy-host0.network")
     unit = f"nspawnpy@{name}.service"   # passes --network-veth
     try:
         host.run(["systemctl", "start", unit])
@@ -108,7 +95,7 @@ def test_veth_both_ends_configured_by_networkd_from_our_files(host):
 
         # Host side: ve-NAME got a /28 from the pool, from our file, and leased to the guest.
         status = host.run(["networkctl", "status", f"ve-{name}", "--no-pager"]).stdout
-        assert network_file(status) == "/etc/systemd/network/80-nspawnpy-ve.network"
+        assert network_file(status) == "/etc/systemd/network/79-nspawnpy-ve.network"
         out = host.run(["ip", "-4", "-o", "addr", "show", "dev", f"ve-{name}",
                         "scope", "global"]).stdout
         host_ifs = [ipaddress.ip_interface(a) for a in re.findall(r"inet (\S+)", out)]
@@ -119,7 +106,7 @@ def test_veth_both_ends_configured_by_networkd_from_our_files(host):
 
         # Container side: host0 configured by DHCP from our file.
         status = in_guest(host, name, "networkctl status host0 --no-pager")
-        assert network_file(status) == "/etc/systemd/network/80-nspawnpy-host0.network"
+        assert network_file(status) == "/etc/systemd/network/79-nspawnpy-host0.network"
         assert f"{guest_if.ip} (DHCP4 via {server.ip})" in status
 
         host.run(["busybox", "ping", "-c", "1", "-W", "3", str(guest_if.ip)])
@@ -131,7 +118,7 @@ def test_veth_both_ends_configured_by_networkd_from_our_files(host):
 
 def test_macvlan_guest_leases_from_dnsmasq_on_the_lan_with_our_file(host):
     name = "nwmv"
-    tree = debian_guest(host, name, "80-nspawnpy-mv.network")
+    tree = debian_guest(host, name, "79-nspawnpy-mv.network")
     unit = "nspawnpy-test-nwmv.service"
     dhcp = "nspawnpy-test-dnsmasq.service"
     try:
@@ -151,7 +138,7 @@ def test_macvlan_guest_leases_from_dnsmasq_on_the_lan_with_our_file(host):
         assert lo <= addr.ip <= hi and addr.network.prefixlen == 24, addr
 
         status = in_guest(host, name, "networkctl status mv-thA --no-pager")
-        assert network_file(status) == "/etc/systemd/network/80-nspawnpy-mv.network"
+        assert network_file(status) == "/etc/systemd/network/79-nspawnpy-mv.network"
         assert f"{addr.ip} (DHCP4 via {LAN_HOST})" in status
         assert re.search(r"Kind: macvlan\b", status) and re.search(r"Mode: bridge\b", status)
 

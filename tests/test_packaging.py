@@ -37,7 +37,7 @@ def test_debian_package_contains_program_units_and_docs(tmp_path):
                              check=True).stdout
     for path in ("./usr/bin/nspawnpy", "./usr/lib/python3/dist-packages/nspawnpy/__main__.py",
                  "./lib/systemd/system/nspawnpy@.service",
-                 "./lib/systemd/network/80-nspawnpy-ve.network",
+                 "./lib/systemd/network/79-nspawnpy-ve.network",
                  "./usr/share/man/man1/nspawnpy.1.gz",
                  "./usr/share/bash-completion/completions/nspawnpy",
                  "./usr/share/doc/nspawnpy/examples/macvlan.nspawn"):
