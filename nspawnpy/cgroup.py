@@ -124,7 +124,9 @@ DELEGATED_FILES = ("cgroup.procs", "cgroup.subtree_control", "cgroup.threads", "
 
 def delegate_to(pid: int, uid: int) -> None:
     """With a user namespace: hand the payload's cgroup (in the hierarchies systemd manages)
-    to the container's root, so a systemd inside can manage its subtree."""
+    to the container's root, so a systemd inside can manage its subtree. A cgroup outside
+    our cgroup namespace ("/.." paths, e.g. when run through nsenter) is not ours to give."""
+    from .errors import UserError
     with open(f"/proc/{pid}/cgroup") as f:
         entries = [tuple(line.rstrip("\n").split(":", 2)) for line in f if line.strip()]
     kind = layout(entries)
@@ -137,11 +139,14 @@ def delegate_to(pid: int, uid: int) -> None:
             directory = f"{ROOT}/unified{path}"
         else:
             continue
-        if path in ("", "/"):
+        if path in ("", "/") or ".." in path.split("/"):
             continue
-        os.chown(directory, uid, uid)
-        for name in DELEGATED_FILES:
-            try:
-                os.chown(f"{directory}/{name}", uid, uid)
-            except FileNotFoundError:
-                pass
+        try:
+            os.chown(directory, uid, uid)
+            for name in DELEGATED_FILES:
+                try:
+                    os.chown(f"{directory}/{name}", uid, uid)
+                except FileNotFoundError:
+                    pass
+        except OSError as e:
+            raise UserError(f"Failed to chown() cgroup {directory}: {e.strerror}") from None

@@ -134,6 +134,9 @@ def setup_root(ctx) -> str:
     if getattr(ctx, "idmapped_root", None) is not None:
         linux.move_mount(ctx.idmapped_root, root)  # --private-users-ownership=map
         os.close(ctx.idmapped_root)
+        # The clone is a peer of the host mount it came from: shared where the host's
+        # is (pivot_root refuses a shared mount, and our mounts would reach the host).
+        linux.mount(None, root, None, MS_SLAVE)
     else:
         linux.mount(root, root, None, MS_BIND | MS_REC)
     if volatile == "state":

@@ -79,6 +79,14 @@ def test_unit_boots_registers_reboots_and_powers_off(host):
         out = host.run(["systemd-run", "-M", "web1", "--wait", "--pipe", "-q",
                         "/bin/cat", "/proc/sys/kernel/hostname", "/proc/1/comm"]).stdout
         assert out.split() == ["web1", "systemd"]
+        # -U: the guest runs in a 64K range of its own and owns its payload cgroup.
+        inside, base, size = host.run(["systemd-run", "-M", "web1", "--wait", "--pipe", "-q",
+                                       "/bin/cat", "/proc/self/uid_map"]).stdout.split()
+        assert (inside, size) == ("0", "65536") and int(base) >= 0x80000
+        payload = f"machine.slice/{unit}/payload"
+        owner = host.run(f"stat -c %u /sys/fs/cgroup/systemd/{payload} 2>/dev/null || "
+                         f"stat -c %u /sys/fs/cgroup/{payload}").stdout.strip()
+        assert owner == base
         # The unit is split into supervisor/ and payload/, and the guest's systemd manages
         # the delegated subtree below payload/ (which it sees as its root).
         tree = host.run(["systemd-cgls", "--no-pager", "-u", unit]).stdout
@@ -137,6 +145,23 @@ def test_plain_run_gets_a_machine_scope_with_properties_and_sigkill_unregisters(
         wait_until(host, "! systemctl is-active -q machine-bbs.scope", timeout=15)
     finally:
         host.run(["machinectl", "kill", "bbs", "-s", "KILL"], check=False)
+
+
+def test_U_works_where_the_root_mount_is_shared_and_outside_our_cgroup_namespace(host):
+    """The test host's / is shared, and nsenter leaves us above its cgroup namespace root
+    (/proc/self/cgroup says /../..): the ID-mapped root must not stay a peer of the host's
+    (pivot_root refuses that), and no cgroup outside our view is chowned."""
+    busybox_guest(host, "bbu")
+    assert host.run("findmnt -no PROPAGATION /").stdout.strip() == "shared"
+    show_ = "id -u; cat /proc/self/uid_map; grep -E '^[0-9]+ [0-9]+ [0-9:]+ [^ ]+ / ' " \
+        "/proc/self/mountinfo"
+    for options in ("-U", "-U --keep-unit", "-U -n"):
+        r = host.run(["nspawnpy", "--register=no", "-q", "--console=pipe", *options.split(),
+                      "-D", f"{MACHINES}/bbu", "/bin/sh", "-c", show_], check=False)
+        assert (r.returncode, r.stderr) == (0, ""), options
+        uid, uid_map, root = r.stdout.splitlines()
+        assert uid == "0" and uid_map.split()[0::2] == ["0", "65536"], options
+        assert "idmapped" in root and "shared:" not in root, options
 
 
 def test_register_fails_in_one_line_without_machined(host):
