@@ -7,7 +7,6 @@ import sys
 from . import parse as p
 from .errors import UserError
 from .settings import OPTIONS, Settings, by_key
-from .unitfile import read_unit_file, split_words
 
 TRUSTED_DIRS = ("/etc/systemd/nspawn", "/run/systemd/nspawn")
 SECTIONS = ("Exec", "Files", "Network")
@@ -70,13 +69,13 @@ def find(machine: str, root: str | None) -> tuple[str, bool] | None:
 def _file_value(option, assignment):
     value = assignment.value
     if option.dest == "setenv":
-        words = split_words(value, retain_escape=True)
+        words = p.split_words(value, retain_escape=True)
         for word in words:
             name = word.partition("=")[0]
             p.environment(name + "=")  # validates the name; a bare NAME unsets it, as nspawn
         return words
     if option.dest in ("capability", "drop_capability", "ambient_capability"):
-        return p.capabilities(" ".join(split_words(value, unquote=False, unescape=False)))
+        return p.capabilities(" ".join(p.split_words(value, unquote=False, unescape=False)))
     return option.parse(value)
 
 
@@ -85,6 +84,7 @@ def read(path: str) -> tuple[Settings, set]:
     keys = by_key()
     result = Settings()
     seen: set = set()
+    from .unitfile import read_unit_file  # only when there is a file to read
     for a in read_unit_file(path, sections=SECTIONS):
         option = keys.get((a.section, a.key))
         if option is None:

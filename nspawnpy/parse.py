@@ -6,7 +6,6 @@ with a short reason; the caller adds where the value came from.
 
 import os
 
-from .unitfile import parse_boolean, split_words
 
 HOSTNAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 LDH_CHARS = HOSTNAME_CHARS - {"_", "."}
@@ -20,6 +19,26 @@ def shown(value: str, limit: int = 200) -> str:
                                                              else f"\\u{ord(c):04x}")
                   for c in value)
     return out if len(out) <= limit else out[:limit] + "…"
+
+
+_TRUE = frozenset(("1", "yes", "y", "true", "t", "on"))
+_FALSE = frozenset(("0", "no", "n", "false", "f", "off"))
+
+
+def parse_boolean(s: str) -> bool:
+    """systemd parse_boolean(): 1/yes/y/true/t/on, 0/no/n/false/f/off, any case."""
+    v = s.lower() if s.isascii() else s
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise ValueError(f"invalid boolean: {s!r}")
+
+
+def split_words(value: str, **flags) -> list[str]:
+    """systemd's word splitting, from the INI reader (loaded only when words are split)."""
+    from .unitfile import split_words as split
+    return split(value, **flags)
 
 
 def boolean(value: str) -> bool:

@@ -22,6 +22,7 @@ import os
 import sys
 
 from nspawnpy.errors import UserError
+from nspawnpy.parse import parse_boolean  # noqa: F401 - re-exported
 
 WHITESPACE = " \t\n\r"
 LONG_LINE_MAX = 1 << 20  # systemd's LONG_LINE_MAX: 1 MiB per (joined) line
@@ -217,18 +218,6 @@ def parse_unit_text(text: str, path: str = "<string>", warn=None, *, sections=No
 
 # ------------------------------------------------------------- value helpers
 
-_TRUE = frozenset(("1", "yes", "y", "true", "t", "on"))
-_FALSE = frozenset(("0", "no", "n", "false", "f", "off"))
-
-
-def parse_boolean(s: str) -> bool:
-    """systemd parse_boolean(): 1/yes/y/true/t/on, 0/no/n/false/f/off, any case."""
-    v = s.lower() if s.isascii() else s
-    if v in _TRUE:
-        return True
-    if v in _FALSE:
-        return False
-    raise ValueError(f"invalid boolean: {s!r}")
 
 
 _SIMPLE_ESCAPES = {
