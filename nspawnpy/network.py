@@ -172,16 +172,9 @@ def _first_duplicate(items):
 # namespaces
 
 
-def _libc():
-    import ctypes
-    return ctypes.CDLL(None, use_errno=True)
-
-
 def _setns(fd: int, nstype: int = CLONE_NEWNET) -> None:
-    import ctypes
-    if _libc().setns(fd, nstype) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
+    from . import linux
+    linux.setns(fd, nstype)
 
 
 def open_netns(path: str) -> int:
@@ -221,6 +214,22 @@ def _rtnl(netns_fd=None):
             _setns(here)
     finally:
         os.close(here)
+
+
+def _delete_links_in(netns_fd, links) -> None:
+    """Delete (name, ifindex) links, newest first, in a netns (None: ours), if still theirs."""
+    from pyroute2.netlink.exceptions import NetlinkError
+    rtnl = _rtnl(netns_fd)
+    try:
+        for name, idx in reversed(links):
+            if _link_name(rtnl, idx) == name:
+                try:
+                    rtnl.link("del", index=idx)
+                except NetlinkError as e:
+                    if e.code != errno.ENODEV:
+                        log.warning("Failed to remove %s: %s", name, _err(e))
+    finally:
+        rtnl.close()
 
 
 def _err(e) -> str:
@@ -332,31 +341,10 @@ class Network:
                 inner.close()
 
     def _delete_links(self):
-        from pyroute2.netlink.exceptions import NetlinkError
         if self.container_links and self.container_netns_fd is not None:
-            inner = _rtnl(self.container_netns_fd)
-            try:
-                for name, idx in reversed(self.container_links):
-                    if _link_name(inner, idx) == name:
-                        try:
-                            inner.link("del", index=idx)
-                        except NetlinkError as e:
-                            if e.code != errno.ENODEV:
-                                log.warning("Failed to remove %s: %s", name, _err(e))
-            finally:
-                inner.close()
+            _delete_links_in(self.container_netns_fd, self.container_links)
         if self.host_links:
-            host = _rtnl()
-            try:
-                for name, idx in reversed(self.host_links):
-                    if _link_name(host, idx) == name:
-                        try:
-                            host.link("del", index=idx)
-                        except NetlinkError as e:
-                            if e.code != errno.ENODEV:
-                                log.warning("Failed to remove %s: %s", name, _err(e))
-            finally:
-                host.close()
+            _delete_links_in(None, self.host_links)
 
     def _unforward_ports(self):
         if self.port_watcher:

@@ -378,19 +378,24 @@ def test_stale_zone_bridge_of_a_killed_instance_is_removed_by_the_next_zone_setu
     assert_no_leftovers()
 
 
+def teardown_in_forked_process(net) -> None:
+    """What the janitor does after a SIGKILLed supervisor: teardown() in a forked copy."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            net.teardown()
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+
+
 @needs_root
 def test_teardown_works_from_a_forked_cleanup_process(container):
     sh("ip link add tmv0 type veth peer name tmv0p")
     try:
         net = netns_setup(plan_of(settings("tfork", network_zone="tfz", network_veth_extra=["txf"],
                                             network_interfaces=["tmv0"])), container)
-        pid = os.fork()
-        if pid == 0:
-            try:
-                net.teardown()
-            finally:
-                os._exit(0)
-        os.waitpid(pid, 0)
+        teardown_in_forked_process(net)
         names = link_names()
         assert not {"vb-tfork", "vz-tfz", "txf"} & names
         assert "tmv0" in names
@@ -748,13 +753,7 @@ def test_port_teardown_works_from_a_forked_cleanup_process_after_the_watcher_die
     net = netns_setup(plan_of(settings("tportf", network_veth=True, ports=["18082:80"])), container)
     sh(f"nsenter -t {container} -n ip addr add 10.231.9.2/30 dev host0")
     wait_for(lambda: any("nspawnpy:tportf:" in r for r in nat_rules()), what="rules")
-    pid = os.fork()
-    if pid == 0:
-        try:
-            net.teardown()
-        finally:
-            os._exit(0)
-    os.waitpid(pid, 0)
+    teardown_in_forked_process(net)
     assert not any("tportf" in r for r in nat_rules())
     net.teardown()
     assert_no_leftovers()
@@ -849,7 +848,7 @@ def test_launcher_forwards_a_host_port_to_the_container_from_the_host(busybox_ro
     try:
         assert _http_get(f"http://10.231.1.1:{port}/") == f"hello from {machine}\n"
         rules = [r for r in nat_rules() if f"nspawnpy:{machine}:" in r]
-        assert len(rules) == 2 and all(f"dnat to 10.231.1.2:80" in r for r in rules)
+        assert len(rules) == 2 and all("dnat to 10.231.1.2:80" in r for r in rules)
         status, err = _stop(p, busybox_root)
         assert status == 0, err
     finally:

@@ -1,7 +1,6 @@
 """-U / --private-users= and --private-users-ownership=: the UID range the container
 gets, how the tree's ownership is made to fit it, and that nothing is left afterwards."""
 
-import contextlib
 import os
 import signal
 import subprocess
