@@ -29,7 +29,7 @@ if os.path.dirname(__file__) not in sys.path:
 
 import rootfs  # noqa: E402
 import testhost as _testhost  # noqa: E402
-from testhost import leftovers, check_result  # noqa: E402,F401  (re-exported for tests)
+from testhost import leftovers, check_result, wait_for  # noqa: E402,F401  (re-exported for tests)
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = "/usr/bin/python3"

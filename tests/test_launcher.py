@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON, REPO, leftovers
+from conftest import PYTHON, REPO, leftovers, wait_for
 
 sys.path.insert(0, str(REPO))
 from nspawnpy import caps  # noqa: E402
@@ -45,14 +45,6 @@ def children(pid: int) -> list[int]:
         return []
 
 
-def wait_for(condition, timeout=30.0, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError("timed out waiting")
 
 
 def leader_of(supervisor: int, comm: str) -> int:

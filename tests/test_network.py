@@ -6,7 +6,6 @@ stays on the host as the parent for macvlan/ipvlan.  Everything is checked with
 `ip` / `nsenter` from the outside.
 """
 
-import configparser
 import os
 import shutil
 import signal
@@ -21,6 +20,9 @@ import pytest
 from nspawnpy import netspec
 from nspawnpy.errors import UserError
 from nspawnpy.siphash import siphash24
+from nspawnpy.unitfile import read_unit_file
+
+from conftest import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 IS_ROOT = os.geteuid() == 0
@@ -561,10 +563,11 @@ def test_no_test_links_are_left_behind():
 
 
 def read_ini(path):
-    cp = configparser.ConfigParser(interpolation=None, comment_prefixes=("#", ";"), strict=True)
-    cp.optionxform = str
-    cp.read(path)
-    return {s: dict(cp[s]) for s in cp.sections()}
+    """{section: {key: value}} through our own systemd INI reader (last assignment wins)."""
+    sections: dict = {}
+    for a in read_unit_file(str(path)):
+        sections.setdefault(a.section, {})[a.key] = a.value
+    return sections
 
 
 NSPAWN_FILES = {  # ours -> what systemd 252 ships (§6)
@@ -668,14 +671,6 @@ def our_nft_tables(ns_pid=None):
     return [t for t in sh(pre + "nft list tables").stdout.splitlines() if "nspawnpy" in t]
 
 
-def wait_for(cond, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_ports_with_a_private_network_make_a_valid_plan():

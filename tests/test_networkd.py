@@ -14,7 +14,6 @@ from __future__ import annotations
 import ipaddress
 import re
 import shutil
-import time
 
 import pytest
 
@@ -27,16 +26,6 @@ LAN_POOL = ("10.213.7.50", "10.213.7.99")
 LEASES = "/run/nspawnpy-test-dnsmasq.leases"
 
 
-def wait_until(host, check: str, timeout: float = 30) -> str:
-    """Run the shell snippet *check* in the test host until it succeeds; return its output."""
-    deadline = time.monotonic() + timeout
-    while True:
-        r = host.run(check, check=False, timeout=30)
-        if r.returncode == 0:
-            return r.stdout
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for: {check}\n{r.stdout}{r.stderr}")
-        time.sleep(0.3)
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +78,7 @@ def test_veth_both_ends_configured_by_networkd_from_our_files(host):
     unit = f"nspawnpy@{name}.service"   # passes --network-veth
     try:
         host.run(["systemctl", "start", unit])
-        out = wait_until(host, f"systemd-run -M {name} --wait --pipe -q "
+        out = host.wait_until(f"systemd-run -M {name} --wait --pipe -q "
                                "ip -4 -o addr show dev host0 scope global | grep -w inet")
         guest_if = ipaddress.ip_interface(re.search(r"inet (\S+)", out).group(1))
 
@@ -131,7 +120,7 @@ def test_macvlan_guest_leases_from_dnsmasq_on_the_lan_with_our_file(host):
         host.run(["systemd-run", "-q", f"--unit={unit}", "-p", "Delegate=yes",
                   "-p", "KillMode=mixed", "-p", "Type=notify", "/usr/local/bin/nspawnpy",
                   "--keep-unit", "-q", "-b", "--network-macvlan=thA", "-D", f"{MACHINES}/{name}"])
-        out = wait_until(host, f"systemd-run -M {name} --wait --pipe -q "
+        out = host.wait_until(f"systemd-run -M {name} --wait --pipe -q "
                                "ip -4 -o addr show dev mv-thA scope global | grep -w inet")
         addr = ipaddress.ip_interface(re.search(r"inet (\S+)", out).group(1))
         lo, hi = map(ipaddress.ip_address, LAN_POOL)

@@ -4,7 +4,6 @@ sd_notify and the errors when machined cannot be used."""
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
@@ -19,16 +18,6 @@ def host(testhost):
     return testhost
 
 
-def wait_until(host, check: str, timeout: float = 30) -> str:
-    """Run the shell snippet *check* in the test host until it succeeds; return its output."""
-    deadline = time.monotonic() + timeout
-    while True:
-        r = host.run(check, check=False, timeout=30)
-        if r.returncode == 0:
-            return r.stdout
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for: {check}\n{r.stdout}{r.stderr}")
-        time.sleep(0.2)
 
 
 def show(host, unit: str, *props: str) -> dict:
@@ -75,7 +64,7 @@ def test_unit_boots_registers_reboots_and_powers_off(host):
         assert "Iface: ve-web1" in status
         assert leader["MainPID"] != "0"
         # The guest's own systemd is reachable through machined's container bus.
-        wait_until(host, "systemctl -M web1 is-system-running --wait | grep -Eq 'running|degraded'")
+        host.wait_until("systemctl -M web1 is-system-running --wait | grep -Eq 'running|degraded'")
         out = host.run(["systemd-run", "-M", "web1", "--wait", "--pipe", "-q",
                         "/bin/cat", "/proc/sys/kernel/hostname", "/proc/1/comm"]).stdout
         assert out.split() == ["web1", "systemd"]
@@ -96,12 +85,12 @@ def test_unit_boots_registers_reboots_and_powers_off(host):
         assert ":/system.slice/probe.service\n" in own and "payload" not in own
 
         host.run(["machinectl", "reboot", "web1"])
-        wait_until(host, f"test $(systemctl show -P NRestarts {unit}) = 1")
-        wait_until(host, "machinectl show web1 -p State --value | grep -qx running")
+        host.wait_until(f"test $(systemctl show -P NRestarts {unit}) = 1")
+        host.wait_until("machinectl show web1 -p State --value | grep -qx running")
         assert show(host, unit, "ActiveState")["ActiveState"] == "active"
 
         host.run(["machinectl", "poweroff", "web1"])
-        wait_until(host, f"systemctl show -P ActiveState {unit} | grep -qx inactive")
+        host.wait_until(f"systemctl show -P ActiveState {unit} | grep -qx inactive")
         props = show(host, unit, "Result", "ExecMainStatus")
         assert props == {"Result": "success", "ExecMainStatus": "0"}
         assert machines(host) == []
@@ -114,9 +103,9 @@ def test_terminate_stops_the_unit_with_a_clean_shutdown(host):
     unit = "nspawnpy@web2.service"
     try:
         host.run(["systemctl", "start", unit], timeout=60)
-        wait_until(host, "systemctl -M web2 is-system-running --wait | grep -Eq 'running|degraded'")
+        host.wait_until("systemctl -M web2 is-system-running --wait | grep -Eq 'running|degraded'")
         host.run(["machinectl", "terminate", "web2"])
-        wait_until(host, f"systemctl show -P ActiveState {unit} | grep -qx inactive", timeout=20)
+        host.wait_until(f"systemctl show -P ActiveState {unit} | grep -qx inactive", timeout=20)
         assert show(host, unit, "Result")["Result"] == "success"
         assert "System Halt" in journal(host, unit) or "Halting system" in journal(host, unit)
         assert machines(host) == []
@@ -130,7 +119,7 @@ def test_plain_run_gets_a_machine_scope_with_properties_and_sigkill_unregisters(
              "--property=CPUQuota=20% --property=TasksMax=77 /bin/sleep 100 "
              ">/tmp/bbs.log 2>&1 </dev/null &")
     try:
-        wait_until(host, "machinectl show bbs -p State --value | grep -qx running", timeout=20)
+        host.wait_until("machinectl show bbs -p State --value | grep -qx running", timeout=20)
         status = host.run(["machinectl", "status", "bbs", "--no-pager"]).stdout
         assert "Unit: machine-bbs.scope" in status and "(sleep)" in status
         props = show(host, "machine-bbs.scope", "MemoryMax", "CPUQuotaPerSecUSec", "TasksMax",
@@ -141,8 +130,8 @@ def test_plain_run_gets_a_machine_scope_with_properties_and_sigkill_unregisters(
         leader = host.run(["machinectl", "show", "bbs", "-p", "Leader", "--value"]).stdout.strip()
         supervisor = host.run(["ps", "-o", "ppid=", "-p", leader]).stdout.strip()
         host.run(["kill", "-KILL", supervisor])
-        wait_until(host, "! machinectl show bbs >/dev/null 2>&1", timeout=15)
-        wait_until(host, "! systemctl is-active -q machine-bbs.scope", timeout=15)
+        host.wait_until("! machinectl show bbs >/dev/null 2>&1", timeout=15)
+        host.wait_until("! systemctl is-active -q machine-bbs.scope", timeout=15)
     finally:
         host.run(["machinectl", "kill", "bbs", "-s", "KILL"], check=False)
 
@@ -204,7 +193,7 @@ def test_stale_registration_is_replaced_but_a_live_one_is_refused(host):
 
     host.run(f"nspawnpy -q -D {MACHINES}/bbx -M taken /bin/sleep 30 >/dev/null 2>&1 &")
     try:
-        wait_until(host, "machinectl show taken -p State --value | grep -qx running", timeout=20)
+        host.wait_until("machinectl show taken -p State --value | grep -qx running", timeout=20)
         r = host.run(f"nspawnpy -q -D {MACHINES}/bby -M taken /bin/true", check=1)
         assert r.stderr == ("Failed to register machine: machine 'taken' already exists and is "
                             "running; pick another name with --machine=.\n")
@@ -218,7 +207,7 @@ def test_unit_with_bad_instance_fails_with_a_clear_line(host):
         unit = f"nspawnpy@{instance}.service"
         try:
             host.run(["systemctl", "start", unit], check=False)
-            wait_until(host, f"systemctl is-failed -q {unit}", timeout=15)
+            host.wait_until(f"systemctl is-failed -q {unit}", timeout=15)
             assert show(host, unit, "ExecMainStatus")["ExecMainStatus"] == "1"
             assert message in journal(host, unit)
         finally:
@@ -239,13 +228,13 @@ def test_terminating_a_scope_machine_halts_its_guest_through_the_supervisor(host
     debian_guest(host, "scb")
     host.run(f"nspawnpy -q -b -D {MACHINES}/scb >/tmp/scb.log 2>&1 </dev/null &")
     try:
-        wait_until(host, "systemctl -M scb is-system-running --wait | grep -Eq 'running|degraded'")
+        host.wait_until("systemctl -M scb is-system-running --wait | grep -Eq 'running|degraded'")
         controller = show(host, "machine-scb.scope", "Controller")["Controller"]
         assert controller.startswith(":")  # our bus connection gets RequestStop
         tree = host.run(["systemd-cgls", "--no-pager", "-u", "machine-scb.scope"]).stdout
         assert "init.scope" in tree or "(systemd)" in tree or "/systemd" in tree
         host.run(["machinectl", "terminate", "scb"])
-        wait_until(host, "! machinectl show scb >/dev/null 2>&1", timeout=15)
-        wait_until(host, "grep -q 'Halting system' /tmp/scb.log", timeout=15)
+        host.wait_until("! machinectl show scb >/dev/null 2>&1", timeout=15)
+        host.wait_until("grep -q 'Halting system' /tmp/scb.log", timeout=15)
     finally:
         host.run(["machinectl", "kill", "scb", "-s", "KILL"], check=False)

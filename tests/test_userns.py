@@ -4,12 +4,11 @@ gets, how the tree's ownership is made to fit it, and that nothing is left after
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, leftovers
+from conftest import REPO, leftovers, wait_for
 from nspawnpy.siphash import siphash24
 
 PYTHON = "/usr/bin/python3"
@@ -55,13 +54,6 @@ def no_locks() -> bool:
     return not LOCKS.is_dir() or os.listdir(LOCKS) == []
 
 
-def wait_for(condition, timeout=30.0, step=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(step)
-    raise AssertionError("timed out waiting")
 
 
 def uid_map_of(pid: int) -> str:

@@ -258,6 +258,17 @@ def _unescape(s: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), s)
 
 
+def wait_for(condition, timeout: float = 30.0, step: float = 0.05, what: str = "condition"):
+    """Poll *condition* until it returns something true, and return that."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def leftovers(under: str | Path | None = None) -> list[str]:
     """Describe what nspawnpy runs may have left on the host: mounts below /var/tmp, /tmp or
     /run/nspawnpy, ve-/vb-/vz-/mv-/iv- network links, and nspawnpy* cgroups (except the
@@ -435,6 +446,17 @@ class TestHost:
                            env={**GUEST_ENV, **(env or {})})
         r.args = argv
         return check_result(r, check)
+
+    def wait_until(self, check: str, timeout: float = 30) -> str:
+        """Run the shell snippet *check* in the test host until it succeeds; its output."""
+        deadline = time.monotonic() + timeout
+        while True:
+            r = self.run(check, check=False, timeout=30)
+            if r.returncode == 0:
+                return r.stdout
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for: {check}\n{r.stdout}{r.stderr}")
+            time.sleep(0.2)
 
     def install_units(self) -> list[str]:
         """Install /opt/nspawnpy/units/* into /etc/systemd/{system,network} and daemon-reload.
