@@ -105,6 +105,9 @@ def _prepare(settings, image):
     if settings.register == "yes":
         from .register import registration
         image.register = registration(settings, image)
+        if getattr(image, "userns", None) is None:  # machinectl bind's tunnel (propagate.py)
+            from . import propagate
+            propagate.setup(image)
     from .journal import link_journal  # host side now (last: nothing after it can fail)
     image.etc_steps += filter(None, [link_journal(settings, image)])
     return image

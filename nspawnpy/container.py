@@ -72,6 +72,7 @@ def make_context(settings, image) -> Context:
     ctx.ephemeral_dir = image.ephemeral_dir
     ctx.kept_caps = image.kept_caps
     ctx.custom_plan = image.custom_plan
+    ctx.tunnel = getattr(image, "tunnel", False)  # propagate.py: machinectl bind
     from . import cgroup
     ctx.cgroup_ns = True
     ctx.cgroup_mounts = cgroup.container_mounts(settings.boot)

@@ -75,6 +75,9 @@ def _prepare(ctx) -> None:
         linux.unshare(linux.CLONE_NEWCGROUP)
     mount_cgroups(root, ctx.cgroup_mounts)
     pivot(root)
+    if ctx.tunnel:
+        from . import propagate
+        propagate.share_mounts()
     finish_and_exec(ctx)
 
 

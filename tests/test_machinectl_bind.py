@@ -1,0 +1,156 @@
+"""`machinectl bind` on nspawnpy machines: the mount-propagation tunnel between the host's
+/run/systemd/nspawn/propagate/NAME and the container's /run/host/incoming (propagate.py),
+checked inside the test host with the real machined; and that runs which do not register
+leave nothing of it behind."""
+
+from __future__ import annotations
+
+import pytest
+
+import rootfs
+from conftest import leftovers
+
+MACHINES = "/var/lib/machines"
+PROPAGATE = "/run/systemd/nspawn/propagate"
+
+
+@pytest.fixture(scope="module")
+def host(testhost):
+    testhost.install_units()
+    return testhost
+
+
+def propagate_mounts(mountinfo: str) -> list[str]:
+    """Mount lines whose mount point is below the propagate directory."""
+    return [line for line in mountinfo.splitlines()
+            if line.split()[4].startswith(PROPAGATE + "/")]
+
+
+def start_guest(host, name: str, unit: str) -> str:
+    """Start a registered busybox guest under a Delegate=yes service; its leader PID."""
+    rootfs.busybox_tree(host.root / MACHINES.lstrip("/") / name)
+    host.run(["systemd-run", "-q", f"--unit={unit}", "-p", "Delegate=yes", "nspawnpy", "-q",
+              "-D", f"{MACHINES}/{name}", "-M", name, "/bin/sleep", "300"])
+    host.wait_until(f"machinectl show {name} -p State --value | grep -qx running", timeout=20)
+    return host.run(["machinectl", "show", name, "-p", "Leader", "--value"]).stdout.strip()
+
+
+def inside(host, leader: str, script: str, check=True):
+    return host.run(["nsenter", "-t", leader, "-m", "-p", "-r", "-w", "/bin/sh", "-c", script],
+                    check=check)
+
+
+def stop(host, unit: str) -> None:
+    host.run(["systemctl", "stop", unit], check=False)
+    host.run(["systemctl", "reset-failed", unit], check=False)
+
+
+def test_bind_read_write_and_read_only_and_the_tunnel_is_gone_afterwards(host):
+    name, unit = "bbind", "bindtest.service"
+    host.run("mkdir -p /srv/data && echo hello >/srv/data/file && rm -f /srv/data/new")
+    leader = start_guest(host, name, unit)
+    try:
+        # The tunnel while the machine runs: a shared mount on the host, a read-only slave
+        # at /run/host/incoming inside.
+        host_side = propagate_mounts(host.run("cat /proc/self/mountinfo").stdout)
+        assert any(f" {PROPAGATE}/{name} " in m and "shared:" in m for m in host_side), host_side
+        incoming = [m for m in inside(host, leader, "cat /proc/self/mountinfo").stdout.splitlines()
+                    if " /run/host/incoming " in m]
+        assert incoming and "master:" in incoming[-1] and "shared:" not in incoming[-1]
+        assert " ro," in incoming[-1]
+
+        host.run(["machinectl", "bind", "--mkdir", name, "/srv/data", "/mnt/data"])
+        assert inside(host, leader, "cat /mnt/data/file").stdout == "hello\n"
+        inside(host, leader, "echo written >/mnt/data/new")
+        assert host.run("cat /srv/data/new").stdout == "written\n"
+
+        host.run(["machinectl", "bind", "--read-only", "--mkdir", name, "/srv/data", "/mnt/ro"])
+        assert inside(host, leader, "cat /mnt/ro/file").stdout == "hello\n"
+        r = inside(host, leader, "touch /mnt/ro/other", check=False)
+        assert r.returncode != 0 and "Read-only" in r.stderr
+
+        # One argument: the same path inside.
+        host.run(["machinectl", "bind", "--mkdir", name, "/srv/data"])
+        assert inside(host, leader, "cat /srv/data/file").stdout == "hello\n"
+
+        # machined cleans its staging mounts up: the tunnel is empty again.
+        assert inside(host, leader, "ls -A /run/host/incoming").stdout == ""
+        assert host.run(f"ls -A {PROPAGATE}/{name}").stdout == ""
+    finally:
+        stop(host, unit)
+    host.wait_until(f"! test -e {PROPAGATE}/{name}", timeout=15)
+    assert propagate_mounts(host.run("cat /proc/self/mountinfo").stdout) == []
+
+
+def test_booted_debian_guest_services_see_binds_made_after_they_started(host):
+    """The container's mounts are shared (as nspawn makes them): a guest service with a mount
+    namespace of its own (PrivateTmp=) sees what machinectl binds in after it started."""
+    name, unit = "debbind", "debbind.service"
+    rootfs.debian_tree(host.root / MACHINES.lstrip("/") / name)
+    host.run("mkdir -p /srv/data && echo hello >/srv/data/file")
+    host.run(["systemd-run", "-q", f"--unit={unit}", "-p", "Delegate=yes", "nspawnpy", "-q",
+              "-b", "-D", f"{MACHINES}/{name}", "-M", name])
+    try:
+        host.wait_until(f"systemctl -M {name} is-system-running --wait | "
+                        "grep -Eq 'running|degraded'", timeout=60)
+        host.run(["systemd-run", "-M", name, "-q", "--unit=viewer", "-p", "PrivateTmp=yes",
+                  "/bin/sleep", "3141"])
+        viewer = host.wait_until("pgrep -fx '/bin/sleep 3141'").split()[0]
+        host.run(["machinectl", "bind", "--mkdir", name, "/srv/data", "/mnt/data"])
+        out = host.run(["nsenter", "-t", viewer, "-m", "-p", "-r", "-w", "/bin/cat",
+                        "/mnt/data/file"]).stdout
+        assert out == "hello\n"
+        out = host.run(["systemd-run", "-M", name, "--wait", "--pipe", "-q",
+                        "/bin/cat", "/mnt/data/file"]).stdout
+        assert out == "hello\n"
+    finally:
+        host.run(["machinectl", "terminate", name], check=False)
+        host.wait_until(f"! systemctl is-active -q {unit}", timeout=30)
+        stop(host, unit)
+    host.wait_until(f"! test -e {PROPAGATE}/{name}", timeout=15)
+    assert propagate_mounts(host.run("cat /proc/self/mountinfo").stdout) == []
+
+
+def test_tunnel_is_removed_after_the_supervisor_is_killed(host):
+    name, unit = "bbkill", "bindkill.service"
+    leader = start_guest(host, name, unit)
+    try:
+        host.run(f"test -d {PROPAGATE}/{name}")
+        supervisor = host.run(["ps", "-o", "ppid=", "-p", leader]).stdout.strip()
+        host.run(["kill", "-KILL", supervisor])
+        host.wait_until(f"! test -e {PROPAGATE}/{name}", timeout=40)
+        assert propagate_mounts(host.run("cat /proc/self/mountinfo").stdout) == []
+    finally:
+        host.run(["machinectl", "kill", name, "-s", "KILL"], check=False)
+        stop(host, unit)
+
+
+def test_no_tunnel_without_registration_or_with_userns(host):
+    rootfs.busybox_tree(host.root / MACHINES.lstrip("/") / "bbnoreg")
+    for options in ("--register=no", "--register=no -U", "-U"):
+        r = host.run(f"nspawnpy -q --console=pipe {options} -D {MACHINES}/bbnoreg "
+                     "/bin/sh -c 'test -e /run/host/incoming && echo incoming; true'")
+        assert r.stdout == "", options
+        assert host.run(f"ls -A {PROPAGATE} 2>/dev/null || true").stdout == "", options
+
+
+def test_plain_runs_here_leave_no_tunnel(run_nspawnpy, busybox_root):
+    """On this machine there is no machined: a registering run fails, the --register=no run
+    works, and neither leaves a directory or mount under the propagate path."""
+    before = _listing()
+    r = run_nspawnpy("-q", "-D", busybox_root, "-M", "bbtunnel", "/bin/true")
+    assert r.returncode == 1 and "Failed to register machine" in r.stderr
+    run_nspawnpy("--register=no", "-q", "-D", busybox_root, "-M", "bbtunnel", "/bin/true",
+                 check=True)
+    assert _listing() == before
+    with open("/proc/self/mountinfo") as f:
+        assert propagate_mounts(f.read()) == []
+    assert leftovers() == []
+
+
+def _listing() -> set[str]:
+    import os
+    try:
+        return set(os.listdir(PROPAGATE))
+    except FileNotFoundError:
+        return set()
