@@ -4,7 +4,8 @@ import os
 
 ESCAPE = 0x1D            # ^]
 ESCAPE_COUNT, ESCAPE_WINDOW = 3, 1.0
-TIOCGWINSZ, TIOCSWINSZ = 0x5413, 0x5414
+TIOCGWINSZ, TIOCSWINSZ, TIOCGPTPEER = 0x5413, 0x5414, 0x5441
+HANGUP_RETRY = 0.1       # seconds before polling a hung-up console again
 CHUNK = 65536
 
 
@@ -41,6 +42,16 @@ class Relay:
         self.saved_termios = None
         self.input_open = self.forward_input
         os.set_blocking(master, False)
+        # Our own handle on the console's other end: a guest that closes /dev/console
+        # between writes (systemd does) must not hang the pty up under us.
+        import fcntl
+        self.peer = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+
+    def release(self) -> None:
+        """The container is gone: drop our handle so the pty reports EOF once drained."""
+        if self.peer is not None:
+            os.close(self.peer)
+            self.peer = None
 
     def start(self) -> None:
         if self.forward_input and os.isatty(0):

@@ -6,6 +6,7 @@ import os
 import sys
 
 from . import linux
+from .console import HANGUP_RETRY
 from .errors import UserError
 
 SIGHUP, SIGINT, SIGKILL, SIGTERM, SIGWINCH = 1, 2, 9, 15, 28
@@ -273,12 +274,23 @@ class Supervisor:
                 poller.register(0, select.POLLIN)
         if self.relay and self.relay.mode == "passive":
             relay = None
+        rearm_at = None  # when to poll a hung-up console again (vhangup() in the guest)
         while True:
             if self.notifier:  # WATCHDOG=1 pings are due even when nothing happens
                 self.notifier.tick()
-            for fd, events in poller.poll(self.notifier.poll_timeout() if self.notifier else None):
+            timeout = self.notifier.poll_timeout() if self.notifier else None
+            if rearm_at is not None:
+                left = max(0, int((rearm_at - time.monotonic()) * 1000))
+                if left == 0:
+                    poller.register(relay.master, select.POLLIN)
+                    rearm_at = None
+                else:
+                    timeout = left if timeout is None else min(timeout, left)
+            for fd, events in poller.poll(timeout):
                 if fd == self.pidfd:
                     _, wstatus = os.waitpid(self.pid, 0)
+                    if self.relay:
+                        self.relay.release()
                     if relay:
                         self.drain(relay)
                     _signal.set_wakeup_fd(-1)
@@ -291,6 +303,7 @@ class Supervisor:
                 if relay and fd == relay.master:
                     if not relay.output():
                         poller.unregister(relay.master)
+                        rearm_at = time.monotonic() + HANGUP_RETRY
                 elif relay and fd == 0:
                     if relay.input(time.monotonic()):
                         os.kill(self.pid, SIGKILL)

@@ -94,6 +94,20 @@ def test_command_output_and_exit_status_are_the_payloads(run_nspawnpy, busybox_r
     assert r.stderr == ""
 
 
+def test_console_output_after_the_guest_closed_its_console_arrives_at_once(busybox_root):
+    # systemd closes /dev/console between writes: the pty must not hang up under us,
+    # or what the guest writes next would only show up when it exits.
+    p = spawn(busybox_root, "/bin/sh", "-c",
+              "exec 0<&- 1>&- 2>&-; sleep 0.5; echo late > /dev/console; sleep 30")
+    try:
+        ready, _, _ = select.select([p.stdout], [], [], 10)
+        assert ready and p.stdout.readline() == "late\n"
+        assert p.poll() is None  # it came while the container was still running
+    finally:
+        p.kill()
+        p.wait()
+
+
 def test_payload_is_pid_1_with_pipe_console(run_nspawnpy, busybox_root):
     r = run_pipe(run_nspawnpy, busybox_root, "/bin/sh", "-c", "echo $$; ls /dev/console",
                  check=None)
