@@ -284,8 +284,9 @@ def test_private_network_has_only_loopback_up(run_nspawnpy, busybox_root):
 
 # -- consoles --------------------------------------------------------------------------------
 
-def _pty_session(root: Path, *args, send: list[bytes], timeout=20):
-    """Run nspawnpy on a real terminal; returns (exit status, everything it printed)."""
+def _pty_session(root: Path, *args, send: list[bytes], timeout=20, after: bytes = b""):
+    """Run nspawnpy on a real terminal, typing *send* (once *after* was printed) whenever
+    the output pauses; returns (exit status, everything it printed)."""
     pid, master = pty.fork()
     if pid == 0:
         os.environ["PYTHONPATH"] = str(REPO)
@@ -303,7 +304,7 @@ def _pty_session(root: Path, *args, send: list[bytes], timeout=20):
             if not chunk:
                 break
             output += chunk
-        elif pending:
+        elif pending and after in output:
             os.write(master, pending.pop(0))
     _, status = os.waitpid(pid, 0)
     os.close(master)
@@ -315,6 +316,13 @@ def test_interactive_console_relays_both_ways(busybox_root):
                                   send=[b"echo $((6*7)) $(tty)\r", b"exit 5\r"])
     assert status == 5
     assert b"42 /dev/pts/0" in output
+
+
+def test_booted_debian_shows_its_boot_and_login_prompt_on_the_console(debian_root):
+    status, output = _pty_session(debian_root, "-b", send=[b"\x1d\x1d\x1d"], after=b"login:",
+                                  timeout=60)
+    assert b"Welcome to" in output and b"login:" in output
+    assert status == 1 and b"terminated by signal KILL" in output
 
 
 def test_three_escape_presses_within_a_second_kill_the_container(busybox_root):
