@@ -47,6 +47,13 @@ class Relay:
         import fcntl
         self.peer = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
 
+    at_line_start = False
+
+    def end_line(self) -> None:
+        """Like nspawn, leave the terminal at the start of a line when the container ends."""
+        if not self.at_line_start and self.mode != "passive":
+            _write_all(1, b"\n")
+
     def release(self) -> None:
         """The container is gone: drop our handle so the pty reports EOF once drained."""
         if self.peer is not None:
@@ -84,6 +91,7 @@ class Relay:
             if not data:
                 return False
             _write_all(1, data)
+            self.at_line_start = data.endswith(b"\n")
 
     def input(self, now: float) -> bool:
         """Forward what the user typed; True when ^] was pressed three times within 1 s."""

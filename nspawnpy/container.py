@@ -132,8 +132,11 @@ def run_once(settings, image) -> int:
                                              | linux.MOUNT_ATTR_NODEV | linux.MOUNT_ATTR_NOEXEC)
     if not settings.quiet:
         log(f"Spawning container {ctx.machine} on {ctx.root}.")
-        if ctx.console_mode == "interactive":
+        if ctx.console_mode != "pipe":
             log("Press ^] three times within 1s to kill container.")
+        from .caps import current_bounding
+        if ctx.kept_caps & ~current_bounding():
+            log("Some capabilities will not be set because they are not in the current bounding set.")
     sys.stdout.flush()
     pid = linux.clone(flags)
     if pid == 0:
@@ -293,6 +296,8 @@ class Supervisor:
                         self.relay.release()
                     if relay:
                         self.drain(relay)
+                        if not self.settings.quiet:
+                            relay.end_line()
                     _signal.set_wakeup_fd(-1)
                     self.on_sync(poller)
                     if self.child_error:

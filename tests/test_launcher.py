@@ -108,6 +108,19 @@ def test_console_output_after_the_guest_closed_its_console_arrives_at_once(busyb
         p.wait()
 
 
+@pytest.mark.parametrize("command", [["/bin/true"], ["/bin/echo", "-n", "abc"],
+                                     ["/bin/sh", "-c", "echo out; exit 3"]])
+def test_status_lines_and_output_match_systemd_nspawn(run_nspawnpy, systemd_nspawn, busybox_root,
+                                                      command):
+    ours = run_nspawnpy("--register=no", "-D", busybox_root, *command)
+    theirs = systemd_nspawn(["--register=no", "--keep-unit", "-D", str(busybox_root), *command])
+    assert ours.returncode == theirs.returncode
+    assert ours.stdout == theirs.stdout
+    # nspawn 252 also complains about /run/systemd/nspawn/propagate on a host without systemd.
+    assert ours.stderr.splitlines() == [line for line in theirs.stderr.splitlines()
+                                        if not line.startswith("Attempted to remove")]
+
+
 def test_payload_is_pid_1_with_pipe_console(run_nspawnpy, busybox_root):
     r = run_pipe(run_nspawnpy, busybox_root, "/bin/sh", "-c", "echo $$; ls /dev/console",
                  check=None)
