@@ -108,9 +108,6 @@ def check_tree(root: str, settings) -> None:
         if not any(_exists_in(root, p) for p in BOOT_INITS):
             raise UserError(f"Directory {root} lacks an init system "
                             f"({', '.join(BOOT_INITS)}). Refusing.")
-    elif settings.parameters and settings.parameters[0].startswith("/") \
-            and not settings.pivot_root and not _exists_in(root, settings.parameters[0]):
-        raise UserError(f"Command {settings.parameters[0]} not found in {root}.")
 
 
 def _exists_in(root: str, path: str) -> bool:

@@ -551,6 +551,15 @@ def test_missing_command_is_one_line_and_exit_1(run_nspawnpy, busybox_root):
     assert leftovers() == []
 
 
+def test_missing_command_reports_like_systemd_nspawn(run_nspawnpy, systemd_nspawn, busybox_root):
+    ours = run_nspawnpy("--register=no", "-q", "-D", busybox_root, "/bin/nonexistent")
+    theirs = systemd_nspawn(["--register=no", "--keep-unit", "-q", "-D", str(busybox_root),
+                             "/bin/nonexistent"])
+    assert ours.returncode == theirs.returncode == 1
+    assert ours.stderr.splitlines()[0] == theirs.stderr.splitlines()[0] \
+        == "execv(/bin/nonexistent) failed: No such file or directory"
+
+
 def test_unknown_user_is_one_line_and_exit_1(run_nspawnpy, busybox_root):
     r = run_pipe(run_nspawnpy, busybox_root, "-u", "nobody-here", "/bin/true")
     assert r.returncode == 1
