@@ -19,7 +19,26 @@ def read_self() -> list[tuple[str, str, str]]:
         return [tuple(line.rstrip("\n").split(":", 2)) for line in f if line.strip()]
 
 
+def _fstype(path: str):
+    """File system type of the topmost mount at *path* in our mount namespace, or None."""
+    fstype = None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, right = line.split(" - ", 1)
+            if left.split()[4] == path:
+                fstype = right.split()[0]
+    return fstype
+
+
 def layout(entries=None) -> str:
+    """Like systemd's cg_unified_cached(), what is mounted at /sys/fs/cgroup decides:
+    /proc/self/cgroup lists every v1 hierarchy mounted anywhere on the machine, also
+    inside a container that was given a pure cgroup2 /sys/fs/cgroup."""
+    top = _fstype(ROOT)
+    if top == "cgroup2":
+        return "unified"
+    if top is not None:
+        return "hybrid" if _fstype(f"{ROOT}/unified") == "cgroup2" else "legacy"
     entries = entries if entries is not None else read_self()
     if all(h == "0" for h, _, _ in entries):
         return "unified"

@@ -183,7 +183,7 @@ def reap_stale(scratch: Path = Path("/var/tmp")) -> list[str]:
             rootfs.rmtree(d)
             reaped.append(str(d))
     for d in (NSPAWN_RUNTIME / "propagate").glob("testhost-*"):
-        m = re.fullmatch(r"testhost-(\d+)", d.name)
+        m = re.fullmatch(r"testhost-(?:v2-)?(\d+)", d.name)
         if m and not _pid_alive(int(m.group(1))):
             clean_nspawn_runtime(d.name)
             reaped.append(str(d))
@@ -313,12 +313,16 @@ class TestHost:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, repo: Path, workdir: Path, machine: str | None = None):
+    def __init__(self, repo: Path, workdir: Path, machine: str | None = None,
+                 unified: bool = False):
         self.repo = Path(repo)
+        # unified=True: nspawn gives the test host a pure cgroup v2 tree
+        # (SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1) instead of this machine's hybrid layout.
+        self.unified = unified
         self.workdir = Path(workdir)
         self.root = self.workdir / "root"
         # The owner's PID in the name lets reap_stale() clean up after a killed session.
-        self.machine = machine or f"testhost-{os.getpid()}"
+        self.machine = machine or f"testhost-{'v2-' if unified else ''}{os.getpid()}"
         self.log_path = self.workdir / "console.log"
         self.proc: subprocess.Popen | None = None
         self.leader: int | None = None
@@ -349,7 +353,9 @@ class TestHost:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT, preexec_fn=self.cgroup.enter,
                                          env={"PATH": os.environ.get("PATH", GUEST_PATH),
-                                              "LANG": "C.UTF-8"})
+                                              "LANG": "C.UTF-8",
+                                              **({"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"}
+                                                 if self.unified else {})})
         deadline = t0 + boot_timeout
         self.leader = self._find_leader(deadline)
         state = ""
