@@ -111,20 +111,25 @@ def _socket_cmsg_space() -> int:
 
 def compile_seccomp(settings, kept_caps: int):
     """nspawn's filters, compiled before pivot_root (libseccomp lives on the host) and
-    here rather than in the supervisor, which stays small."""
-    from . import seccomp
-    policy = os.environ.get("SYSTEMD_SECCOMP", "1") not in ("0", "no", "false") \
-        and seccomp.seccomp_available()
+    here rather than in the supervisor, which stays small. A cached build needs neither
+    libseccomp nor the syscall tables."""
+    from . import seccomp_cache
+    policy = seccomp_cache.available()
     if not policy and not settings.suppress_sync:
         return [], None
-    if policy:
-        for message in seccomp.plan_warnings(settings.syscall_allow, settings.syscall_deny):
-            os.write(2, (message + "\n").encode())
     caps = {i for i in range(64) if kept_caps >> i & 1}
-    programs = seccomp.compile_filters(caps, settings.syscall_allow, settings.syscall_deny,
-                                       settings.suppress_sync, policy=policy,
-                                       cache_dir=seccomp.DEFAULT_CACHE_DIR)
-    return programs, seccomp.load_filters
+    allow, deny = settings.syscall_allow, settings.syscall_deny
+    key = seccomp_cache.key(caps, allow, deny, settings.suppress_sync, policy)
+    if policy and allow:
+        from . import seccomp
+        for message in seccomp.plan_warnings(allow, deny):
+            os.write(2, (message + "\n").encode())
+
+    def build():
+        from . import seccomp
+        return seccomp.compile_filters(caps, allow, deny, settings.suppress_sync, policy=policy)
+    programs = seccomp_cache.cached(seccomp_cache.DEFAULT_CACHE_DIR, key, build)
+    return programs, seccomp_cache.load
 
 
 def setup_root(ctx) -> str:

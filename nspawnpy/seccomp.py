@@ -33,6 +33,11 @@ if False:  # annotations only: importing typing costs ~5 ms on the container sta
     from collections.abc import Callable, Iterable
 
 from .errors import UserError
+# Loading, availability and the on-disk cache need none of the tables below: they live in
+# seccomp_cache, which a container start with a cached filter imports instead of this module.
+from .seccomp_cache import (DEFAULT_CACHE_DIR, available as seccomp_available,  # noqa: F401
+                            cached as _cached, key as _cache_key, load as load_filters,
+                            read as _cache_read)
 from .syscall_groups import DESCRIPTIONS, GROUPS
 
 __all__ = [
@@ -40,8 +45,6 @@ __all__ = [
     "expand", "plan", "validate_names", "install_filter", "compile_filters", "load_filters",
 ]
 
-DEFAULT_CACHE_DIR = "/run/nspawnpy/seccomp"
-_CACHE_FORMAT = 1
 
 # Linux capability numbers used by the allow list.
 CAP_IPC_LOCK = 14
@@ -122,8 +125,6 @@ _SYNC_TAKES_FD = frozenset(("fdatasync", "fsync", "sync_file_range", "sync_file_
 _O_SYNC = 0o4010000       # generic Linux values (x86, arm, s390, riscv, ppc)
 _O_DSYNC = 0o10000
 
-# Errors on which nspawn gives up instead of skipping an architecture.
-_LOAD_FATAL = {12, 1, 13, 14}   # ENOMEM EPERM EACCES EFAULT
 
 
 def _act_errno(err: int) -> int:
@@ -194,19 +195,6 @@ def validate_names(names: Iterable[str]) -> None:
         raise UserError(f"Failed to parse system call filter: unknown system call '{name}'")
 
 
-def seccomp_available() -> bool:
-    """Whether the policy filters apply (SYSTEMD_SECCOMP=0 turns them off, as in nspawn)."""
-    value = os.environ.get("SYSTEMD_SECCOMP")
-    if value is not None and value.strip().lower() in ("0", "no", "n", "false", "f", "off"):
-        return False
-    import ctypes
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(21, 0, 0, 0, 0) < 0:                               # PR_GET_SECCOMP
-        return False
-    # PR_SET_SECCOMP, SECCOMP_MODE_FILTER with a NULL program fails with EFAULT iff supported.
-    return libc.prctl(22, 2, None, 0, 0) < 0 and ctypes.get_errno() == 14
-
-
 # A compiled filter: (BPF program, message if a load error is fatal, None if ignored).
 Program = "tuple[bytes, str | None]"
 
@@ -252,12 +240,9 @@ def compile_filters(caps: Iterable[int], allow: Iterable[str], deny: Iterable[st
     """
     caps = frozenset(caps)
     allow, deny = tuple(allow), tuple(deny)
-    key = None
     if cache_dir is not None:
-        key = _cache_key(caps, allow, deny, suppress_sync, policy)
-        cached = _cache_read(cache_dir, key)
-        if cached is not None:
-            return cached
+        return _cached(cache_dir, _cache_key(caps, allow, deny, suppress_sync, policy),
+                       lambda: compile_filters(caps, allow, deny, suppress_sync, policy=policy))
     lib = _lib()
     archs = [_ARCH.get(a, 0) for a in _local_archs()]
     programs: list[Program] = []
@@ -266,8 +251,6 @@ def compile_filters(caps: Iterable[int], allow: Iterable[str], deny: Iterable[st
         programs += _compile_audit_mask(lib, archs)
     if suppress_sync:
         programs += _compile_suppress_sync(lib, archs)
-    if key is not None:
-        _cache_write(cache_dir, key, programs)
     return programs
 
 
@@ -329,115 +312,6 @@ def _compile_suppress_sync(lib: "_Libseccomp", archs: list[int]) -> list[Program
         return lib.export(ctx), None                        # load errors are ignored
 
     return lib.each_arch(archs, _SCMP_ACT_ALLOW, body)
-
-
-def load_filters(programs: Iterable[Program]) -> None:
-    """Load compiled programs into the calling process, in order.
-
-    Like nspawn: ENOMEM/EPERM/EACCES/EFAULT are fatal for filters that carry a
-    message; any other failure skips that one architecture's filter.
-    """
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    class SockFprog(ctypes.Structure):
-        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
-
-    for code, fatal in programs:
-        prog = SockFprog(len(code) // 8, code)
-        if libc.prctl(22, 2, ctypes.byref(prog), 0, 0) < 0:   # PR_SET_SECCOMP, MODE_FILTER
-            err = ctypes.get_errno()
-            if fatal is not None and err in _LOAD_FATAL:
-                raise UserError(f"{fatal}: {os.strerror(err)}")
-
-
-# -- cache of compiled programs: the compile step costs ~10 ms, loading ~0.1 ms --
-
-def _cache_key(caps: frozenset[int], allow: tuple[str, ...], deny: tuple[str, ...],
-               suppress_sync: bool, policy: bool) -> str:
-    try:
-        from _sha256 import sha256    # the builtin one; hashlib pulls in OpenSSL (~2 ms)
-    except ImportError:
-        from hashlib import sha256
-
-    relevant = sorted(c for c, _ in NSPAWN_ALLOW_LIST if c is not None and c in caps)
-    text = repr((_CACHE_FORMAT, _libseccomp_version(), os.uname().machine, relevant, allow,
-                 deny, suppress_sync, policy, NSPAWN_ALLOW_LIST, GROUPS))
-    return sha256(text.encode()).hexdigest()
-
-
-def _libseccomp_version() -> str:
-    """Identify the installed libseccomp without loading it (its file's identity)."""
-    for d in ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/lib64",
-              "/usr/lib", "/lib", "/usr/lib/aarch64-linux-gnu", "/lib/aarch64-linux-gnu"):
-        try:
-            st = os.stat(os.path.join(d, "libseccomp.so.2"))
-        except OSError:
-            continue
-        return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
-    return "unknown"
-
-
-def _cache_trusted(st: os.stat_result) -> bool:
-    return st.st_uid == os.geteuid() and not st.st_mode & 0o022
-
-
-def _cache_read(cache_dir: str, key: str) -> list[Program] | None:
-    import struct
-
-    try:
-        if not _cache_trusted(os.stat(cache_dir)):
-            return None
-        fd = os.open(os.path.join(cache_dir, key), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        if not _cache_trusted(os.fstat(fd)):
-            return None
-        data = b""
-        while chunk := os.read(fd, 1 << 16):
-            data += chunk
-    finally:
-        os.close(fd)
-    programs: list[Program] = []
-    pos = 0
-    try:
-        while pos < len(data):
-            size, mlen = struct.unpack_from("<II", data, pos)
-            pos += 8
-            code, pos = data[pos:pos + size], pos + size
-            message = data[pos:pos + mlen].decode() if mlen else None
-            pos += mlen
-            if len(code) != size or size % 8:
-                return None
-            programs.append((code, message))
-    except (struct.error, UnicodeDecodeError):
-        return None
-    return programs
-
-
-def _cache_write(cache_dir: str, key: str, programs: list[Program]) -> None:
-    import struct
-
-    blob = b"".join(struct.pack("<II", len(code), len(msg.encode()) if msg else 0) + code
-                    + (msg.encode() if msg else b"") for code, msg in programs)
-    tmp = os.path.join(cache_dir, f".{key}.{os.getpid()}")
-    try:
-        os.makedirs(cache_dir, mode=0o700, exist_ok=True)
-        if not _cache_trusted(os.stat(cache_dir)):
-            return
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, blob)
-        finally:
-            os.close(fd)
-        os.rename(tmp, os.path.join(cache_dir, key))
-    except OSError:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
 
 
 _LIB: "_Libseccomp | None" = None
