@@ -183,9 +183,10 @@ class Supervisor:
     def teardown(self) -> None:
         if self.relay:
             self.relay.restore()
-        run_cleanups(self.cleanups)
+        # The janitor goes first: it sits in our cgroup, which --keep-unit's clean-up removes.
         if self.janitor:
             self.janitor.dismiss()
+        run_cleanups(self.cleanups)
 
     def receive_ready(self) -> int | None:
         import _socket

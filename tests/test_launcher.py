@@ -81,6 +81,14 @@ def processes_in_namespace(namespace: str) -> list[int]:
     return found
 
 
+def own_subcgroups() -> set:
+    """The cgroups below ours in the name=systemd (or unified) hierarchy, where --keep-unit
+    makes payload/ and supervisor/."""
+    from nspawnpy import cgroup
+    return {(d, name) for d in cgroup.managed_dirs() for name in os.listdir(d)
+            if os.path.isdir(os.path.join(d, name))}
+
+
 def write_inittab(root: Path, *lines: str) -> None:
     (root / "etc/inittab").write_text("\n".join(lines) + "\n")
 
@@ -385,9 +393,11 @@ def test_ephemeral_layer_survives_an_in_place_reboot_and_is_removed_at_exit(run_
 
 def test_reboot_exits_133_with_keep_unit(run_nspawnpy, busybox_root):
     write_inittab(busybox_root, "::once:/sbin/reboot", "::shutdown:/bin/true")
+    before = own_subcgroups()
     r = run_nspawnpy(*QUIET, "--keep-unit", "-b", "-D", busybox_root, timeout=60)
     assert r.returncode == 133, r.stderr
     assert leftovers() == []
+    assert own_subcgroups() == before  # payload/ and supervisor/ are gone again
 
 
 def test_boot_without_init_is_refused(run_nspawnpy, busybox_root):
