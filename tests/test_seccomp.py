@@ -26,6 +26,7 @@ if str(REPO) not in sys.path:
 
 from nspawnpy import seccomp  # noqa: E402
 from nspawnpy.errors import UserError  # noqa: E402
+from testhost import ScratchCgroup  # noqa: E402
 
 # The capability set nspawn keeps by default (no private network).
 DEFAULT_CAPS = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 18, 19, 21, 22, 23, 24, 26, 27,
@@ -422,14 +423,16 @@ def test_same_programs_as_systemd_nspawn(tmp_path, options):
             pytest.skip(mark.kwargs["reason"])
     root = _nspawn_root(tmp_path)
     tag = str(100000 + secrets.randbelow(10**8))
-    proc = subprocess.Popen([*_nspawn_args(root, options), "/usr/bin/sleep", tag],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        pid = _find_process(b"/usr/bin/sleep\0" + tag.encode() + b"\0")
-        theirs = _loaded_filters(pid)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with ScratchCgroup("seccomp") as cg:  # nspawn 252 leaves payload/supervisor next to itself
+        proc = subprocess.Popen([*_nspawn_args(root, options), "/usr/bin/sleep", tag],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                preexec_fn=cg.enter)
+        try:
+            pid = _find_process(b"/usr/bin/sleep\0" + tag.encode() + b"\0")
+            theirs = _loaded_filters(pid)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
     ours = seccomp.compile_filters(options.get("caps", DEFAULT_CAPS), options.get("allow", ()),
                                    options.get("deny", ()), options.get("suppress_sync", False))
     assert [len(p) // 8 for p in theirs] == [len(code) // 8 for code, _ in ours]
@@ -443,8 +446,9 @@ def test_same_errno_as_systemd_nspawn(tmp_path, options):
             pytest.skip(mark.kwargs["reason"])
     root = _nspawn_root(tmp_path)
     script = PROBE_SOURCE + f"\nprint(json.dumps(probe({PROBES!r})))\n"
-    proc = subprocess.run([*_nspawn_args(root, options), "/usr/bin/python3", "-c", script],
-                          capture_output=True, text=True, timeout=60)
+    with ScratchCgroup("seccomp") as cg:
+        proc = subprocess.run([*_nspawn_args(root, options), "/usr/bin/python3", "-c", script],
+                              capture_output=True, text=True, timeout=60, preexec_fn=cg.enter)
     assert proc.returncode == 0, proc.stderr
     theirs = json.loads(proc.stdout.strip().splitlines()[-1])
     ours = run_filtered(**options)
