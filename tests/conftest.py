@@ -131,9 +131,9 @@ def systemd_nspawn():
     return _testhost.run_systemd_nspawn
 
 
-@pytest.fixture(scope="session")
-def testhost():
-    """The systemd test host, booted once per session (TESTHOST.md)."""
+def booted_testhost(label: str, **options):
+    """Generator for a test host fixture: skip where it can't run, boot it, yield it, stop it
+    and fail on anything its teardown found."""
     skip_unless(_testhost.systemd_nspawn(), "systemd-nspawn is not installed (systemd-container)")
     skip_unless(shutil.which("nsenter"), "nsenter is not installed (util-linux)")
     skip_unless(_testhost.cgroup_hierarchies(), "no usable cgroup hierarchy")
@@ -141,7 +141,7 @@ def testhost():
         rootfs.testhost_tarball()
     except rootfs.RootfsUnavailable as e:
         pytest.skip(f"test host tree unavailable: {e}")
-    host = _testhost.TestHost(REPO, _scratch_dir("th"))
+    host = _testhost.TestHost(REPO, _scratch_dir(label), **options)
     try:
         host.start()
     except BaseException:
@@ -150,4 +150,10 @@ def testhost():
     yield host
     problems = host.stop()
     if problems:
-        raise AssertionError("test host teardown: " + "; ".join(problems))
+        raise AssertionError(f"test host ({label}) teardown: " + "; ".join(problems))
+
+
+@pytest.fixture(scope="session")
+def testhost():
+    """The systemd test host, booted once per session (TESTHOST.md)."""
+    yield from booted_testhost("th")

@@ -5,16 +5,11 @@ and under nspawnpy@.service, plus a plain command."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from pathlib import Path
 
 import pytest
 
 import rootfs
-import testhost as _testhost
-from conftest import REPO, SCRATCH, leftovers, skip_unless
+from conftest import booted_testhost, leftovers
 
 MACHINES = "/var/lib/machines"
 
@@ -22,25 +17,12 @@ MACHINES = "/var/lib/machines"
 @pytest.fixture(scope="module")
 def host():
     """A test host in pure cgroup v2 mode, for this module only (one boot, torn down after)."""
-    skip_unless(_testhost.systemd_nspawn(), "systemd-nspawn is not installed (systemd-container)")
-    skip_unless(shutil.which("nsenter"), "nsenter is not installed (util-linux)")
-    skip_unless(_testhost.cgroup_hierarchies(), "no usable cgroup hierarchy")
-    try:
-        rootfs.testhost_tarball()
-    except rootfs.RootfsUnavailable as e:
-        pytest.skip(f"test host tree unavailable: {e}")
-    workdir = Path(tempfile.mkdtemp(prefix=f"nspawnpy-test-thv-{os.getpid()}-", dir=SCRATCH))
-    th = _testhost.TestHost(REPO, workdir, unified=True)
-    try:
-        th.start()
-    except BaseException:
-        th.stop()
-        raise
+    boot = booted_testhost("thv", unified=True)
+    th = next(boot)
     th.install_units()
     yield th
-    problems = th.stop()
-    assert problems == [], "v2 test host teardown: " + "; ".join(problems)
-    assert not workdir.exists()
+    next(boot, None)  # stops it; fails on what its teardown found
+    assert not th.workdir.exists()
     assert leftovers() == []
 
 
