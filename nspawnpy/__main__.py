@@ -1,4 +1,7 @@
-"""Entry point: parse → plan → run. The only place that turns errors into exit codes."""
+"""Entry point: parse → plan → run. The only place that turns errors into exit codes.
+
+Runs in: the host side (the nspawnpy process, before it becomes the supervisor).
+"""
 
 import os
 import sys
@@ -49,7 +52,7 @@ def check_conflicts(s) -> None:
 def prepare(settings):
     """Resolve the tree, name and host-side plan; registers cleanups on the image, and
     runs them itself if preparing fails half-way (e.g. after the ephemeral layer exists)."""
-    from . import image as img
+    from .plan import tree as img
     image = img.Image()
     try:
         return _prepare(settings, image)
@@ -63,7 +66,9 @@ def prepare(settings):
 
 
 def _prepare(settings, image):
-    from . import console, image as img, nspawnfile
+    from .supervisor import console
+    from .plan import tree as img
+    from .config import nspawnfile
     root = img.find_directory(settings)
     machine = settings.machine or img.default_machine_name(root)
     if settings.settings != "no":
@@ -72,18 +77,18 @@ def _prepare(settings, image):
             nspawnfile.merge(settings, *found)
     check_conflicts(settings)
     if settings.template:
-        from .snapshot import populate_from_template
+        from .plan.snapshot import populate_from_template
         populate_from_template(settings.template, root)
     img.check_tree(root, settings)
     image.root = os.path.realpath(root)
     image.lock_fd = img.lock_tree(image.root)
     if settings.ephemeral:
-        from .snapshot import ephemeral_layer
+        from .plan.snapshot import ephemeral_layer
         image.ephemeral_dir = ephemeral_layer(image.root, image.cleanups)
         machine = f"{machine}-{os.urandom(8).hex()}"[:64]
     image.machine = machine
     if settings.private_users not in ("no", None):
-        from . import userns
+        from .supervisor import userns
         image.userns = userns.resolve(settings, image.root, machine, image.cleanups)
     image.uuid = img.machine_id(image.root, settings.uuid)
     image.console_mode = console.choose_mode(settings.console)
@@ -92,23 +97,23 @@ def _prepare(settings, image):
     image.custom_plan = custom_plan(settings, image)
     image.credentials = load_credentials(settings)
     read_only = settings.read_only or settings.volatile == "state"  # what /etc is on
-    from .etcfiles import resolv_conf_step, timezone_step
+    from .pid1.etcfiles import resolv_conf_step, timezone_step
     image.etc_steps = [step for step in (
         resolv_conf_step(settings.resolv_conf, settings.private_net, read_only),
         timezone_step(settings.timezone, read_only)) if step]
     if settings.private_net or settings.network_namespace_path:
-        from .network import NetworkPlan, open_netns
+        from .supervisor.network import NetworkPlan, open_netns
         settings.machine = machine
         image.network_plan = NetworkPlan.from_settings(settings)
         if settings.network_namespace_path:
             image.netns_fd = open_netns(settings.network_namespace_path)
     if settings.register == "yes":
-        from .register import registration
+        from .supervisor.register import registration
         image.register = registration(settings, image)
         if getattr(image, "userns", None) is None:  # machinectl bind's tunnel (propagate.py)
-            from . import propagate
+            from .supervisor import propagate
             propagate.setup(image)
-    from .journal import link_journal  # host side now (last: nothing after it can fail)
+    from .plan.journal import link_journal  # host side now (last: nothing after it can fail)
     image.etc_steps += filter(None, [link_journal(settings, image)])
     return image
 
@@ -117,7 +122,7 @@ def custom_plan(settings, image) -> list:
     if not (settings.bind or settings.bind_ro or settings.tmpfs or settings.overlay
             or settings.overlay_ro or settings.inaccessible):
         return []
-    from . import fsplan
+    from .pid1 import fsplan
     needs_scratch = any(src == "" for src, _, _ in settings.bind + settings.bind_ro) or any(
         "" in layers or (not ro and len(layers) > 1)
         for ro, specs in ((False, settings.overlay), (True, settings.overlay_ro))
@@ -145,7 +150,7 @@ def load_credentials(settings) -> list:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
-        from . import cli
+        from .config import cli
         settings = cli.parse_args(argv)
         if settings.help:
             sys.stdout.write(cli.help_text())
@@ -157,7 +162,7 @@ def main(argv=None) -> int:
         if os.geteuid() != 0:
             raise UserError("Need to be root.")
         image = prepare(settings)
-        from . import container
+        from .supervisor import loop as container
         return container.run(settings, image)
     except UserError as e:
         sys.stderr.write(f"{e.message}\n")

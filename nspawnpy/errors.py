@@ -1,4 +1,7 @@
-"""The one exception type for failures a user should see as a single line."""
+"""The one exception type for failures a user should see as a single line.
+
+Runs in: every process; PID 1 reports its UserErrors to the supervisor as text.
+"""
 
 
 class UserError(Exception):

@@ -1,6 +1,8 @@
 """Thin ctypes wrappers for the syscalls `os` lacks, named like the syscalls.
 
 Every wrapper raises OSError with errno on failure, like `os` does.
+
+Runs in: every process, PID 1 included (standard library only).
 """
 
 import ctypes

@@ -11,7 +11,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from nspawnpy.settings import OPTIONS  # noqa: E402
+from nspawnpy.config.settings import OPTIONS  # noqa: E402
 
 OUTPUT = os.path.join(HERE, "nspawnpy.bash")
 PATH_VALUES = {"directory", "template", "image", "oci_bundle", "chdir"}

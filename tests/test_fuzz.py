@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from nspawnpy import cli, nspawnfile, settings as table
+from nspawnpy.config import cli, nspawnfile, settings as table
 from nspawnpy.__main__ import check_conflicts
 from nspawnpy.errors import UserError
 

@@ -16,7 +16,7 @@ import pytest
 from conftest import PYTHON, REPO, leftovers, wait_for
 
 sys.path.insert(0, str(REPO))
-from nspawnpy import caps  # noqa: E402
+from nspawnpy.pid1 import caps  # noqa: E402
 
 QUIET = ("--register=no", "-q")
 
@@ -84,7 +84,7 @@ def processes_in_namespace(namespace: str) -> list[int]:
 def own_subcgroups() -> set:
     """The cgroups below ours in the name=systemd (or unified) hierarchy, where --keep-unit
     makes payload/ and supervisor/."""
-    from nspawnpy import cgroup
+    from nspawnpy.supervisor import cgroup
     return {(d, name) for d in cgroup.managed_dirs() for name in os.listdir(d)
             if os.path.isdir(os.path.join(d, name))}
 

@@ -1,5 +1,5 @@
 """`machinectl bind` on nspawnpy machines: the mount-propagation tunnel between the host's
-/run/systemd/nspawn/propagate/NAME and the container's /run/host/incoming (propagate.py),
+/run/systemd/nspawn/propagate/NAME and the container's /run/host/incoming (supervisor/propagate.py),
 checked inside the test host with the real machined; and that runs which do not register
 leave nothing of it behind."""
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from nspawnpy import netspec
+from nspawnpy.config import netspec
 from nspawnpy.errors import UserError
-from nspawnpy.siphash import siphash24
-from nspawnpy.unitfile import read_unit_file
+from nspawnpy.config.siphash import siphash24
+from nspawnpy.config.ini import read_unit_file
 
 from conftest import wait_for
 
@@ -116,12 +116,12 @@ def lan(request):
 
 
 def netns_setup(plan, pid):
-    from nspawnpy import network
+    from nspawnpy.supervisor import network
     return network.setup(plan, pid)
 
 
 def plan_of(s):
-    from nspawnpy.network import NetworkPlan
+    from nspawnpy.supervisor.network import NetworkPlan
     return NetworkPlan.from_settings(s)
 
 
@@ -235,7 +235,7 @@ def test_empty_machine_id_is_refused(tmp_path):
 
 
 def test_netspec_stays_light():
-    code = ("import sys; import nspawnpy.netspec; "
+    code = ("import sys; import nspawnpy.config.netspec; "
             "bad = [m for m in ('pyroute2', 're', 'ctypes') if m in sys.modules]; print(bad)")
     out = subprocess.run([sys.executable, "-S", "-c", code], cwd=REPO, capture_output=True, text=True)
     assert out.stdout.strip() == "[]", out.stderr
@@ -484,7 +484,7 @@ def test_macvlan_gets_a_dhcp_lease_for_its_stable_mac(container, lan, tmp_path):
 
 @needs_root
 def test_ipvlan_l2_carries_traffic_to_the_lan(container, lan):
-    from nspawnpy import network
+    from nspawnpy.supervisor import network
     try:
         net = network.setup(plan_of(settings("tipv", network_ipvlan=[lan.parent])), container)
     except UserError as e:
@@ -534,7 +534,7 @@ def test_moved_interface_returns_even_after_the_container_died():
 
 @needs_root
 def test_open_netns_accepts_only_network_namespaces(container, tmp_path):
-    from nspawnpy.network import open_netns
+    from nspawnpy.supervisor.network import open_netns
     fd = open_netns(f"/proc/{container}/ns/net")
     os.close(fd)
     with pytest.raises(UserError, match="not a network namespace"):
@@ -670,7 +670,7 @@ def test_ports_with_a_private_network_make_a_valid_plan():
 
 
 def test_port_rules_dnat_host_local_traffic_and_skip_loopback_in_output():
-    from nspawnpy import nftables
+    from nspawnpy.supervisor import nftables
     cmds = nftables.rule_commands([netspec.Port("udp", 53, 5353)], "10.1.2.3", "nspawnpy:m:7")
     assert len(cmds) == 2
     pre, out = cmds
@@ -682,7 +682,7 @@ def test_port_rules_dnat_host_local_traffic_and_skip_loopback_in_output():
 
 
 def test_missing_libnftables_is_one_clear_error_before_anything_is_created(monkeypatch):
-    from nspawnpy import nftables
+    from nspawnpy.supervisor import nftables
     monkeypatch.setattr(nftables, "LIBRARY", "libnftables-missing.so.0")
     monkeypatch.setattr(nftables, "_lib", None)
     with pytest.raises(UserError, match=r"--port= needs nftables \(libnftables1\)"):

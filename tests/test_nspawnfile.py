@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import leftovers
-from nspawnpy import cli, nspawnfile
+from nspawnpy.config import cli, nspawnfile
 from nspawnpy.errors import UserError
 
 BASE = ("--register=no", "-q")
@@ -302,7 +302,7 @@ Network.Bridge Files.TemporaryFileSystem Exec.LimitSIGPENDING""".split()
 
 
 def test_every_v252_key_is_known(tmp_path, capsys):
-    from nspawnpy.settings import by_key
+    from nspawnpy.config.settings import by_key
     keys = by_key()
     missing = [k for k in V252_KEYS if tuple(k.split(".")) not in keys]
     assert missing == []

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from nspawnpy import seccomp  # noqa: E402
+from nspawnpy.seccomp import policy as seccomp  # noqa: E402
 from nspawnpy.errors import UserError  # noqa: E402
 from testhost import ScratchCgroup  # noqa: E402
 

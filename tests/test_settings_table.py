@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import leftovers
-from nspawnpy import cli, settings as table
+from nspawnpy.config import cli, settings as table
 from nspawnpy.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent

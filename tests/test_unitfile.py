@@ -6,7 +6,7 @@ import random
 import pytest
 
 from nspawnpy.errors import UserError
-from nspawnpy.unitfile import (
+from nspawnpy.config.ini import (
     Assignment,
     cunescape,
     extract_first_word,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, leftovers, wait_for
-from nspawnpy.siphash import siphash24
+from nspawnpy.config.siphash import siphash24
 
 PYTHON = "/usr/bin/python3"
 QUIET = ("--register=no", "-q", "--console=pipe")

@@ -1,0 +1,212 @@
+"""The last steps inside the container, after pivot_root: identity, limits,
+environment, user, capabilities, seccomp, stdio — then exec the payload
+(or fork it as PID 2 under the stub init with --as-pid2).
+
+Runs in: PID 1, after pivot_root (and the payload's PID 2 with --as-pid2, until exec).
+"""
+
+import _socket
+import fcntl
+import os
+import resource
+import struct
+
+# Everything used after pivot_root must be imported before it: the package and
+# the standard library live on the host, not in the container.
+from . import caps, stubinit
+from .. import errors, linux
+
+BOOT_INITS = ("/usr/lib/systemd/systemd", "/lib/systemd/systemd", "/sbin/init")
+PER_LINUX32 = 0x0008
+TIOCSCTTY = 0x540E
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+
+
+def start(ctx) -> None:
+    s = ctx.settings
+    linux.sethostname(ctx.hostname)
+    if ctx.private_net:
+        loopback_up()
+    if s.personality == "x86":
+        linux.personality(PER_LINUX32)
+    apply_limits(s)
+    user = resolve_user(s.user) if s.user else None
+    env = build_env(ctx, user)
+    argv = ctx.argv
+    if s.boot:
+        argv = [find_init(), *ctx.argv]
+    elif not argv:
+        argv = [user.shell if user else _root_shell()]
+    path = _lookup(argv[0], env)
+    if s.chdir:
+        try:
+            os.chdir(s.chdir)
+        except OSError as e:
+            raise errors.UserError(f"Failed to change to working directory {s.chdir}: "
+                                   f"{e.strerror}") from None
+    if s.as_pid2:
+        stubinit.run(ctx, lambda: _exec_payload(ctx, user, path, argv, env))
+    _exec_payload(ctx, user, path, argv, env)
+
+
+def _exec_payload(ctx, user, path, argv, env) -> None:
+    s = ctx.settings
+    attach_stdio(ctx)
+    if ctx.seccomp_programs:
+        ctx.load_seccomp(ctx.seccomp_programs)
+    if user:
+        os.setgroups(user.groups)
+        os.setresgid(user.gid, user.gid, user.gid)
+        caps.apply(ctx.kept_caps, 0)
+        os.setresuid(user.uid, user.uid, user.uid)
+    else:
+        caps.apply(ctx.kept_caps, s.ambient_capability)
+    if s.no_new_privileges:
+        linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
+    try:
+        os.execve(path, argv, env)
+    except OSError as e:
+        raise OSError(e.errno, f"execv({path}) failed: {os.strerror(e.errno)}") from None
+
+
+def attach_stdio(ctx) -> None:
+    """Console modes: the pty slave is stdio and controlling tty; pipe keeps ours."""
+    if ctx.console_pts is None:
+        return
+    os.setsid()
+    fd = os.open(ctx.console_pts, os.O_RDWR)
+    fcntl.ioctl(fd, TIOCSCTTY, 0)
+    for target in (0, 1, 2):
+        os.dup2(fd, target)
+    if fd > 2:
+        os.close(fd)
+
+
+def loopback_up() -> None:
+    sock = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    try:
+        request = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(sock.fileno(), SIOCGIFFLAGS, request))[1]
+        fcntl.ioctl(sock.fileno(), SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
+    finally:
+        sock.close()
+
+
+def apply_limits(s) -> None:
+    if s.rlimits:
+        for name, (soft, hard) in s.rlimits.items():
+            which = getattr(resource, f"RLIMIT_{name}")
+            inf = resource.RLIM_INFINITY
+            wanted = (inf if soft >= (1 << 64) - 1 else soft, inf if hard >= (1 << 64) - 1 else hard)
+            try:
+                resource.setrlimit(which, wanted)
+            except (ValueError, OSError):
+                # Like nspawn, settle for the closest the kernel allows (NOFILE ≤ fs.nr_open).
+                _closest_limits(name, wanted)
+    if s.oom_score_adjust is not None:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(s.oom_score_adjust))
+    if s.cpu_affinity:
+        os.sched_setaffinity(0, s.cpu_affinity)
+
+
+def _closest_limits(name: str, wanted: tuple) -> tuple:
+    """The nearest limits we may set: within fs.nr_open for NOFILE, and not above the
+    current hard limit when raising it is not allowed (no CAP_SYS_RESOURCE)."""
+    which = getattr(resource, f"RLIMIT_{name}")
+    inf = resource.RLIM_INFINITY
+    caps = [resource.getrlimit(which)[1]]
+    if name == "NOFILE":
+        try:
+            with open("/proc/sys/fs/nr_open") as f:
+                caps.insert(0, int(f.read()))
+        except (OSError, ValueError):
+            pass
+    for cap in caps:
+        limits = tuple(cap if cap != inf and (v == inf or v > cap) else v for v in wanted)
+        try:
+            resource.setrlimit(which, limits)
+            return limits
+        except (ValueError, OSError):
+            continue
+    return resource.getrlimit(which)
+
+
+class User:
+    __slots__ = ("name", "uid", "gid", "home", "shell", "groups")
+
+
+def _read_db(path: str) -> list[list[str]]:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return [line.rstrip("\n").split(":") for line in f if line.strip() and not line.startswith("#")]
+    except FileNotFoundError:
+        return []
+
+
+def resolve_user(name: str) -> User:
+    """Look the user up in the container's own /etc/passwd and /etc/group."""
+    UserError = errors.UserError
+    for entry in _read_db("/etc/passwd"):
+        if len(entry) >= 7 and (entry[0] == name or (name.isdigit() and entry[2] == name)):
+            user = User()
+            user.name, user.uid, user.gid = entry[0], int(entry[2]), int(entry[3])
+            user.home, user.shell = entry[5] or "/", entry[6] or "/bin/sh"
+            user.groups = sorted({user.gid} | {
+                int(g[2]) for g in _read_db("/etc/group")
+                if len(g) >= 4 and g[2].isdigit() and user.name in g[3].split(",")})
+            return user
+    raise UserError(f"Failed to resolve user {name}.")
+
+
+def _root_shell() -> str:
+    for entry in _read_db("/etc/passwd"):
+        if len(entry) >= 7 and entry[2] == "0" and entry[6]:
+            return entry[6]
+    return "/bin/sh"
+
+
+def build_env(ctx, user) -> dict:
+    """PID 1's environment, in nspawn's order; --setenv wins."""
+    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+           "container": ctx.service}
+    if ctx.term:
+        env["TERM"] = ctx.term
+    if user:
+        env.update(HOME=user.home, USER=user.name, LOGNAME=user.name)
+    else:
+        env.update(HOME="/root", USER="root", LOGNAME="root")
+    env["LANG"] = "C.UTF-8"
+    env["container_uuid"] = ctx.uuid_dashed
+    if ctx.listen_fds:
+        env.update(LISTEN_FDS=str(ctx.listen_fds), LISTEN_PID="1")
+    env["NOTIFY_SOCKET"] = "/run/host/notify"
+    if ctx.credentials:
+        env["CREDENTIALS_DIRECTORY"] = "/run/host/credentials"
+    env.update(ctx.host_env)
+    for assignment in ctx.settings.setenv:
+        key, sep, value = assignment.partition("=")
+        if sep:
+            env[key] = value
+        else:
+            env.pop(key, None)  # -E NAME with NAME unset in our environment: unset it
+    return env
+
+
+def _lookup(command: str, env: dict) -> str:
+    """Resolve argv[0] on the container's PATH, like execvpe."""
+    if "/" in command:
+        return command
+    for directory in env.get("PATH", "").split(":"):
+        candidate = f"{directory}/{command}"
+        if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
+            return candidate
+    return command
+
+
+def find_init() -> str:
+    for path in BOOT_INITS:
+        if os.access(path, os.X_OK):
+            return path
+    raise errors.UserError("Failed to find an init system in the container "
+                    f"(looked for {', '.join(BOOT_INITS)}).")

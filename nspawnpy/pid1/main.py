@@ -1,0 +1,260 @@
+"""What the container's PID 1 does between clone() and exec(): build its file
+system, tell the supervisor it is ready, wait for the go-ahead, then pivot,
+drop privileges and exec the payload. Runs only inside the new namespaces.
+
+Runs in: PID 1, from clone() to exec().
+"""
+
+import os
+import struct
+
+from .. import linux, protocol
+from ..linux import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REC, MS_SLAVE
+from . import exec_payload as payload, mounts
+
+SIGKILL, SIGPIPE, SIGXFSZ = 9, 13, 25
+TIOCSCTTY, TIOCSPTLCK, TIOCGPTN, TIOCSWINSZ = 0x540E, 0x40045431, 0x80045430, 0x5414
+
+
+def report(sync, message: str) -> None:
+    try:
+        sync.send(protocol.ERROR + message.encode(errors="replace"))
+    except OSError:
+        pass
+
+
+def run(ctx) -> None:
+    """Never returns: execs the payload or exits 1 after telling the supervisor why."""
+    try:
+        linux.prctl(linux.PR_SET_PDEATHSIG, SIGKILL)
+        import _signal
+        for sig in (SIGPIPE, SIGXFSZ, 2, 15, 1, 28):
+            _signal.signal(sig, _signal.SIG_DFL)
+        _prepare(ctx)
+        os._exit(1)
+    except BaseException as e:  # noqa: BLE001 - everything is reported, nothing escapes
+        report(ctx.sync, _describe(e))
+        os._exit(1)
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, payload.errors.UserError):
+        return e.message
+    if isinstance(e, OSError):
+        return e.strerror or str(e)
+    return f"{type(e).__name__}: {e}"
+
+
+def _prepare(ctx) -> None:
+    if ctx.userns is not None:
+        ctx.idmapped_root = wait_for_userns(ctx.sync)
+    if ctx.netns_fd is not None:
+        linux.setns(ctx.netns_fd, linux.CLONE_NEWNET)
+    linux.mount(None, "/", None, MS_REC | MS_SLAVE)
+    root = setup_root(ctx)
+    if ctx.userns is not None:
+        root = become_root(root)
+    if ctx.settings.pivot_root:
+        root = pivot_inner(root, *ctx.settings.pivot_root)
+    from . import fsplan
+    for op in fsplan.api_mounts(ctx.private_net, ctx.userns is not None,
+                                ctx.sysfs_fd) + ctx.custom_plan:
+        op.execute(root)
+    master = setup_console(ctx, root) if ctx.console_mode != "pipe" else None
+    write_run_host(ctx, root)
+    for op in fsplan.final_mounts():
+        op.execute(root)
+    ctx.seccomp_programs, ctx.load_seccomp = compile_seccomp(ctx.settings, ctx.kept_caps)
+    if ctx.settings.read_only or ctx.settings.volatile == "state":
+        mounts.bind_remount(root, MS_RDONLY)
+    fds = [master] if master is not None else []
+    ctx.sync.sendmsg([protocol.READY], protocol.fds_to_send(fds))
+    if master is not None:
+        os.close(master)
+    reply = ctx.sync.recv(64)
+    if reply != protocol.GO:
+        os._exit(1)
+    if ctx.cgroup_ns:
+        linux.unshare(linux.CLONE_NEWCGROUP)
+    mount_cgroups(root, ctx.cgroup_mounts)
+    pivot(root)
+    if ctx.tunnel:
+        from ..supervisor import propagate
+        propagate.share_mounts()
+    finish_and_exec(ctx)
+
+
+def wait_for_userns(sync):
+    """Wait until the supervisor wrote our UID/GID maps and fixed up the tree's
+    ownership. Returns the ID-mapped root mount it sent, if any."""
+    message, ancdata, _, _ = sync.recvmsg(16, _socket_cmsg_space())
+    if message != protocol.USERNS_SET:
+        os._exit(1)
+    fds = protocol.received_fds(ancdata)
+    return fds[0] if fds else None
+
+
+def become_root(root: str) -> str:
+    """Become the namespace's root, so what we create is the container root's. Our
+    host identity no longer opens the way to the tree then (its parent directories may
+    be private): the rest of the set-up reaches it through a descriptor opened before."""
+    fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    os.setgroups([])
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+    linux.prctl(linux.PR_SET_PDEATHSIG, SIGKILL)  # a credential change clears it
+    return f"/proc/self/fd/{fd}"
+
+
+def _socket_cmsg_space() -> int:
+    import _socket
+    return _socket.CMSG_SPACE(4)
+
+
+def compile_seccomp(settings, kept_caps: int):
+    """nspawn's filters, compiled before pivot_root (libseccomp lives on the host) and
+    here rather than in the supervisor, which stays small. A cached build needs neither
+    libseccomp nor the syscall tables."""
+    from ..seccomp import cache as seccomp_cache
+    policy = seccomp_cache.available()
+    if not policy and not settings.suppress_sync:
+        return [], None
+    caps = {i for i in range(64) if kept_caps >> i & 1}
+    allow, deny = settings.syscall_allow, settings.syscall_deny
+    key = seccomp_cache.key(caps, allow, deny, settings.suppress_sync, policy)
+    if policy and allow:
+        from ..seccomp import policy as seccomp
+        for message in seccomp.plan_warnings(allow, deny):
+            os.write(2, (message + "\n").encode())
+
+    def build():
+        from ..seccomp import policy as seccomp
+        return seccomp.compile_filters(caps, allow, deny, settings.suppress_sync, policy=policy)
+    programs = seccomp_cache.cached(seccomp_cache.DEFAULT_CACHE_DIR, key, build)
+    return programs, seccomp_cache.load
+
+
+def setup_root(ctx) -> str:
+    """Make the tree a mount of its own, applying --volatile/--ephemeral.
+
+    Layers go on top of the tree's own path; the original tree stays reachable
+    through an O_PATH descriptor, so no staging directory is needed on the host.
+    """
+    root, volatile = ctx.root, ctx.settings.volatile
+    if getattr(ctx, "idmapped_root", None) is not None:
+        linux.move_mount(ctx.idmapped_root, root)  # --private-users-ownership=map
+        os.close(ctx.idmapped_root)
+        # The clone is a peer of the host mount it came from: shared where the host's
+        # is (pivot_root refuses a shared mount, and our mounts would reach the host).
+        linux.mount(None, root, None, MS_SLAVE)
+    else:
+        linux.mount(root, root, None, MS_BIND | MS_REC)
+    if volatile == "state":
+        mounts.Mount("/var", "tmpfs", "mode=0755", MS_NOSUID | MS_NODEV).execute(root)
+    if volatile in ("no", "state") and not ctx.ephemeral_dir:
+        return root
+    original = f"/proc/self/fd/{os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)}"
+    if ctx.ephemeral_dir:
+        upper = ctx.ephemeral_dir
+    else:
+        linux.mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
+        if volatile == "yes":
+            os.mkdir(root + "/usr", 0o755)
+            linux.mount(original + "/usr", root + "/usr", None, MS_BIND | MS_REC)
+            mounts.bind_remount(root + "/usr", MS_RDONLY)
+            return root
+        upper = f"/proc/self/fd/{os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)}"
+    for name in ("upper", "work"):
+        os.makedirs(f"{upper}/{name}", 0o755, exist_ok=True)
+    linux.mount("overlay", root, "overlay", 0,
+                f"lowerdir={original},upperdir={upper}/upper,workdir={upper}/work")
+    return root
+
+
+def setup_console(ctx, root: str) -> int:
+    """Open a pty in the container's own devpts; its slave becomes /dev/console."""
+    import fcntl
+    import struct
+    master = os.open(root + "/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
+    number = struct.unpack("i", fcntl.ioctl(master, TIOCGPTN, b"\0\0\0\0"))[0]
+    rows, cols = ctx.winsize
+    fcntl.ioctl(master, TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    os.symlink(f"pts/{number}", root + "/dev/console")
+    ctx.console_pts = f"/dev/pts/{number}"
+    return master
+
+
+def write_run_host(ctx, root: str) -> None:
+    host = root + "/run/host"
+    os.makedirs(host, 0o755, exist_ok=True)
+    mounts.write_file(host + "/container-manager", f"{ctx.service}\n".encode())
+    mounts.write_file(host + "/container-uuid", f"{ctx.uuid_dashed}\n".encode())
+    if ctx.host_os_release:
+        mounts.touch(host + "/os-release")
+        linux.mount(ctx.host_os_release, host + "/os-release", None, MS_BIND)
+        mounts.bind_remount(host + "/os-release", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    ctx.notify.bind(host + "/notify")
+    if ctx.credentials:
+        creds = host + "/credentials"
+        linux.mount("tmpfs", creds, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0700") \
+            if os.path.isdir(creds) else _mount_fresh_tmpfs(creds)
+        for name, data in ctx.credentials:
+            mounts.write_file(f"{creds}/{name}", data, 0o400)
+        os.chmod(creds, 0o500)
+        mounts.bind_remount(creds, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    boot_id = os.urandom(16)
+    boot_id = bytes([*boot_id[:6], (boot_id[6] & 0x0F) | 0x40, boot_id[7],
+                     (boot_id[8] & 0x3F) | 0x80, *boot_id[9:]]).hex()
+    dashed = f"{boot_id[:8]}-{boot_id[8:12]}-{boot_id[12:16]}-{boot_id[16:20]}-{boot_id[20:]}\n"
+    mounts.mask_with_file(root, "/proc/sys/kernel/random/boot_id", "boot-id", dashed.encode())
+    mounts.mask_with_file(root, "/proc/kmsg", "kmsg", b"", fifo=True)
+    for step in ctx.etc_steps:
+        step(root)
+
+
+def _mount_fresh_tmpfs(path: str) -> None:
+    os.makedirs(path, 0o700, exist_ok=True)
+    linux.mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0700")
+
+
+def mount_cgroups(root: str, layout) -> None:
+    """/sys/fs/cgroup as nspawn presents it: v1 controllers read-only and the
+    name=systemd tree writable on a legacy/hybrid host; cgroup2 on a unified one."""
+    if layout is None:
+        return
+    target = root + "/sys/fs/cgroup"
+    flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+    if layout == "unified":
+        linux.mount("cgroup", target, "cgroup2", flags, None)
+        return
+    linux.mount("tmpfs", target, "tmpfs", flags, "mode=755,size=4m,nr_inodes=1k")
+    for name, fstype, options, writable in layout:
+        where = f"{target}/{name}"
+        os.mkdir(where, 0o755)
+        linux.mount("cgroup", where, fstype, flags | (0 if writable else MS_RDONLY), options)
+        for alias in name.split(",") if "," in name else ():
+            os.symlink(name, f"{target}/{alias}")
+    mounts.bind_remount(target, MS_RDONLY | flags)
+
+
+def pivot(root: str) -> None:
+    os.chdir(root)
+    linux.pivot_root(".", ".")
+    linux.umount2(".", linux.MNT_DETACH)
+    os.chdir("/")
+
+
+def pivot_inner(root: str, new: str, old) -> str:
+    """--pivot-root=NEW[:OLD]: NEW becomes the tree every later mount goes into (as in
+    nspawn, the API file systems land in NEW); the original tree stays visible at OLD."""
+    target = mounts.under(root, new)
+    linux.mount(target, target, None, MS_BIND | MS_REC)
+    if old:
+        mounts.mkdir_p(target + old)
+        linux.mount(root, target + old, None, MS_BIND | MS_REC)
+    return target
+
+
+def finish_and_exec(ctx) -> None:
+    payload.start(ctx)

@@ -1,0 +1,329 @@
+"""The container's file system, as a plan of small mount operations.
+
+Each operation knows its container path and does one thing in `execute(root)`,
+where `root` is the host path of the (not yet pivoted) container tree. The
+plan is built before clone (custom mounts) and in PID 1 (API mounts), and run by
+PID 1 inside its new mount namespace, so nothing of it is ever visible on the host.
+
+Runs in: PID 1, before pivot_root (execute); the ops are built on the host side and in PID
+1.
+"""
+
+import os
+
+from .. import linux
+from ..linux import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REC, MS_REMOUNT
+
+DEV_NODES = (  # name, major, minor
+    ("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9),
+    ("tty", 5, 0), ("net/tun", 10, 200))
+PROC_READ_ONLY = ("sys", "sysrq-trigger", "acpi", "apm", "asound", "bus", "fs", "irq", "scsi")
+
+
+def under(root: str, path: str) -> str:
+    return root + path if root != "/" else path
+
+
+def mkdir_p(path: str, mode: int = 0o755) -> None:
+    os.makedirs(path, mode=mode, exist_ok=True)
+
+
+def touch(path: str, mode: int = 0o644) -> None:
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOCTTY, mode))
+
+
+def make_mount_point(target: str, like_dir: bool) -> None:
+    """Create what a mount needs to land on, matching the source's type."""
+    if os.path.lexists(target):
+        return
+    mkdir_p(os.path.dirname(target))
+    if like_dir:
+        os.mkdir(target, 0o755)
+    else:
+        touch(target)
+
+
+def bind_remount(target: str, flags: int) -> None:
+    linux.mount(None, target, None, MS_BIND | MS_REMOUNT | flags)
+
+
+class Op:
+    """One step of the plan: `where` is the container path it affects."""
+    where = "/"
+
+    def execute(self, root: str) -> None:
+        raise NotImplementedError
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.where})"
+
+
+class Mount(Op):
+    def __init__(self, where, fstype, options="", flags=0, source=None, mode=0o755):
+        self.where, self.fstype, self.options, self.flags = where, fstype, options, flags
+        self.source, self.mode = source or fstype, mode
+
+    def execute(self, root):
+        target = under(root, self.where)
+        mkdir_p(target, self.mode)
+        linux.mount(self.source, target, self.fstype, self.flags, self.options or None)
+
+
+class Bind(Op):
+    """Bind `source` (a host path, or a container path with '+') onto `where`."""
+
+    def __init__(self, source, where, read_only=False, recursive=True, in_container=False):
+        self.source, self.where, self.read_only = source, where, read_only
+        self.recursive, self.in_container = recursive, in_container
+
+    def execute(self, root):
+        source = under(root, self.source) if self.in_container else self.source
+        target = under(root, self.where)
+        try:
+            is_dir = os.path.isdir(source)
+        except OSError:
+            is_dir = False
+        if not os.path.exists(source):
+            raise OSError(2, f"Failed to stat {self.source}: No such file or directory")
+        make_mount_point(target, is_dir)
+        linux.mount(source, target, None, MS_BIND | (MS_REC if self.recursive else 0))
+        if self.read_only:
+            bind_remount(target, MS_RDONLY)
+
+
+class ReadOnly(Op):
+    """Bind a path onto itself read-only (if it exists), like nspawn's /proc/sys."""
+
+    def __init__(self, where, flags=MS_NOSUID | MS_NODEV | MS_NOEXEC, required=False):
+        self.where, self.flags, self.required = where, flags, required
+
+    def execute(self, root):
+        target = under(root, self.where)
+        if not self.required and not os.path.exists(target):
+            return
+        linux.mount(target, target, None, MS_BIND | MS_REC)
+        bind_remount(target, MS_RDONLY | self.flags)
+
+
+class Writable(Op):
+    """Bind a path onto itself writable, on top of a read-only parent (/proc/sys/net)."""
+
+    def __init__(self, where):
+        self.where = where
+
+    def execute(self, root):
+        target = under(root, self.where)
+        if os.path.exists(target):
+            linux.mount(target, target, None, MS_BIND | MS_REC)
+            bind_remount(target, MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
+class NetnsSysfs(Op):
+    """/sys for a container with a network namespace of its own: a read-only tmpfs that
+    holds only block, bus, class, dev, devices and kernel of a fresh sysfs (mounted in the
+    new namespace, so /sys/class/net shows the container's links), plus /sys/fs/cgroup."""
+    SUBDIRS = ("block", "bus", "class", "dev", "devices", "kernel")
+
+    def __init__(self, where="/sys"):
+        self.where = where
+
+    def execute(self, root):
+        target = under(root, self.where)
+        flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+        mkdir_p(target)
+        linux.mount("tmpfs", target, "tmpfs", flags, "mode=0555,size=4m,nr_inodes=1k")
+        full = target + "/.#sysfs"
+        os.mkdir(full, 0o700)
+        linux.mount("sysfs", full, "sysfs", flags | MS_RDONLY)
+        try:
+            for name in self.SUBDIRS:
+                if os.path.isdir(f"{full}/{name}"):
+                    os.mkdir(f"{target}/{name}", 0o755)
+                    linux.mount(f"{full}/{name}", f"{target}/{name}", None, MS_BIND | MS_REC)
+                    bind_remount(f"{target}/{name}", MS_RDONLY | flags)
+        finally:
+            linux.umount2(full, linux.MNT_DETACH)
+            os.rmdir(full)
+        os.makedirs(target + "/fs/cgroup", 0o755)
+        bind_remount(target, MS_RDONLY | flags)
+
+
+class Attach(Op):
+    """Put a detached mount (an fd from fsmount/open_tree, made by the supervisor) at `where`."""
+
+    def __init__(self, where, fd):
+        self.where, self.fd = where, fd
+
+    def execute(self, root):
+        target = under(root, self.where)
+        mkdir_p(target)
+        linux.move_mount(self.fd, target)
+        os.close(self.fd)
+
+
+class Mask(Op):
+    """Cover a path with an empty read-only node of the same kind (--inaccessible=)."""
+
+    def __init__(self, where, node="empty"):
+        self.where, self.node = where, node
+
+    def execute(self, root):
+        import stat
+        target = under(root, self.where)
+        try:
+            st = os.lstat(target)
+        except FileNotFoundError:
+            raise OSError(2, f"Failed to mask {self.where}: No such file or directory") from None
+        inaccessible = under(root, "/run/host/inaccessible")
+        if stat.S_ISDIR(st.st_mode):
+            source = inaccessible + "/dir"
+        elif stat.S_ISCHR(st.st_mode):
+            source = inaccessible + "/chr"
+        elif stat.S_ISFIFO(st.st_mode):
+            source = inaccessible + "/fifo"
+        elif stat.S_ISSOCK(st.st_mode):
+            source = inaccessible + "/sock"
+        else:
+            source = inaccessible + "/reg"
+        linux.mount(source, target, None, MS_BIND)
+        bind_remount(target, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
+class Overlay(Op):
+    def __init__(self, layers, where, read_only, scratch):
+        self.layers, self.where, self.read_only, self.scratch = layers, where, read_only, scratch
+
+    def execute(self, root):
+        def resolve(layer):
+            return under(root, layer[1:]) if layer.startswith("+") else layer
+        layers = [resolve(layer) for layer in self.layers]
+        target = under(root, self.where)
+        mkdir_p(target)
+        if self.read_only or len(layers) == 1:
+            lower = layers if len(layers) > 1 else layers + [target]
+            options = "lowerdir=" + ":".join(_escape(p) for p in reversed(lower))
+        else:
+            upper = layers[-1] or self.scratch + "/upper"
+            lowers = layers[:-1]
+            work = self.scratch + "/work"
+            mkdir_p(upper)
+            mkdir_p(work)
+            options = (f"lowerdir={':'.join(_escape(p) for p in reversed(lowers))},"
+                       f"upperdir={_escape(upper)},workdir={_escape(work)}")
+        linux.mount("overlay", target, "overlay", MS_RDONLY if self.read_only else 0, options)
+
+
+def _escape(path: str) -> str:
+    return path.replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
+
+
+class Call(Op):
+    """A plain function of the root, for steps that are not one mount."""
+
+    def __init__(self, where, function, *args):
+        self.where, self.function, self.args = where, function, args
+
+    def execute(self, root):
+        self.function(root, *self.args)
+
+    def __repr__(self):
+        return f"Call({self.where}, {self.function.__name__})"
+
+
+# What every tree gets if it lacks it (a --volatile=yes root starts out empty but /usr):
+# compatibility symlinks into /usr where /usr has the target, and the top-level dirs.
+BASE_LINKS = ("bin", "lib", "lib64", "sbin")
+BASE_DIRS = (("usr", 0o755), ("var", 0o755), ("etc", 0o755), ("proc", 0o555), ("sys", 0o555),
+             ("root", 0o750))
+
+
+def base_filesystem(root: str) -> None:
+    for name in BASE_LINKS:
+        path = under(root, "/" + name)
+        if not os.path.lexists(path) and os.path.isdir(under(root, "/usr/" + name)):
+            try:
+                os.symlink("usr/" + name, path)
+            except OSError:
+                pass
+    for name, mode in BASE_DIRS:
+        path = under(root, "/" + name)
+        if not os.path.lexists(path):
+            try:
+                os.mkdir(path)
+                os.chmod(path, mode)
+            except OSError:
+                pass
+
+
+def populate_dev(root: str, bind_host: bool = False) -> None:
+    """The device nodes and links nspawn gives every container. In a user namespace
+    mknod is not allowed: the host's nodes are bind-mounted onto empty files instead."""
+    dev = under(root, "/dev")
+    old = os.umask(0)
+    try:
+        import stat
+        os.makedirs(dev + "/char", 0o755, exist_ok=True)
+        os.makedirs(dev + "/net", 0o755, exist_ok=True)
+        for name, major, minor in DEV_NODES:
+            if bind_host:
+                if not os.path.exists(f"/dev/{name}"):
+                    continue
+                touch(f"{dev}/{name}", 0o666)
+                linux.mount(f"/dev/{name}", f"{dev}/{name}", None, MS_BIND)
+            else:
+                os.mknod(f"{dev}/{name}", stat.S_IFCHR | 0o666, os.makedev(major, minor))
+            os.symlink(f"../{name}", f"{dev}/char/{major}:{minor}")
+        os.symlink("pts/ptmx", dev + "/ptmx")
+        os.symlink("/proc/self/fd", dev + "/fd")
+        for i, name in enumerate(("stdin", "stdout", "stderr")):
+            os.symlink(f"/proc/self/fd/{i}", f"{dev}/{name}")
+    finally:
+        os.umask(old)
+
+
+def populate_inaccessible(root: str) -> None:
+    import stat
+    base = under(root, "/run/host/inaccessible")
+    os.makedirs(os.path.dirname(base), 0o755, exist_ok=True)
+    old = os.umask(0)
+    try:
+        os.makedirs(base, 0o755, exist_ok=True)
+        os.mkdir(base + "/dir", 0)
+        touch(base + "/reg", 0)
+        os.mkfifo(base + "/fifo", 0)
+        for name, kind in (("chr", stat.S_IFCHR), ("blk", stat.S_IFBLK)):
+            try:
+                os.mknod(f"{base}/{name}", kind, os.makedev(0, 0))
+            except PermissionError:  # in a user namespace: the systemd inside makes its own
+                pass
+        import _socket
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        sock.bind(base + "/sock")
+        sock.close()
+        os.chmod(base + "/sock", 0)
+    finally:
+        os.umask(old)
+
+
+def write_file(path: str, data: bytes, mode: int = 0o644) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def mask_with_file(root: str, where: str, name: str, data: bytes, fifo: bool = False) -> None:
+    """Cover a /proc file with a private one kept in /run (boot_id, kmsg)."""
+    target = under(root, where)
+    if not os.path.exists(target):
+        return
+    private = under(root, f"/run/.#{name}")
+    if fifo:
+        os.mkfifo(private, 0o600)
+    else:
+        write_file(private, data, 0o444)
+    linux.mount(private, target, None, MS_BIND)
+    if not fifo:
+        bind_remount(target, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    os.unlink(private)

@@ -1,0 +1,68 @@
+"""--as-pid2: a minimal PID 1 that reaps zombies, runs the payload as PID 2 and
+turns the container's shutdown signals into halt/reboot, like nspawn's stub.
+
+Runs in: PID 1, after pivot_root, with --as-pid2.
+"""
+
+import os
+
+SIGHUP, SIGINT, SIGTERM, SIGCHLD = 1, 2, 15, 17
+SIGRTMIN = 34
+LINUX_REBOOT_CMD_RESTART, LINUX_REBOOT_CMD_POWER_OFF = 0x01234567, 0x4321FEDC
+GRACE_SECONDS = 90
+
+
+def run(ctx, exec_payload) -> None:
+    """Fork PID 2 to exec the payload; this process stays PID 1 until it ends."""
+    import _signal
+    pid = os.fork()
+    if pid == 0:
+        exec_payload()
+        os._exit(127)
+    os.closerange(3, 65536)
+    try:
+        os.setsid()
+    except OSError:
+        pass
+    request = {"action": None}
+
+    def on_signal(signum, frame):
+        if request["action"] is None:
+            request["action"] = "reboot" if signum in (SIGINT, SIGRTMIN + 5) else "poweroff"
+            for sig in (SIGTERM, SIGHUP):
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            _signal.alarm(GRACE_SECONDS)
+
+    for sig in (SIGINT, SIGRTMIN + 3, SIGRTMIN + 4, SIGRTMIN + 5):
+        _signal.signal(sig, on_signal)
+    for sig in (SIGTERM, SIGHUP):
+        _signal.signal(sig, _signal.SIG_IGN)
+    _signal.signal(14, _grace_over)  # SIGALRM
+    status = 0
+    while True:
+        try:
+            child, wstatus = os.waitpid(-1, 0)
+        except ChildProcessError:
+            break
+        except TimeoutError:
+            break
+        if child == pid:
+            status = os.waitstatus_to_exitcode(wstatus)
+            break
+    if request["action"] is not None:
+        _reboot(LINUX_REBOOT_CMD_RESTART if request["action"] == "reboot" else LINUX_REBOOT_CMD_POWER_OFF)
+    os._exit(status if status >= 0 else 128 - status)
+
+
+def _grace_over(signum, frame):
+    raise TimeoutError
+
+
+def _reboot(cmd: int) -> None:
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.reboot(cmd)
+    os._exit(0)

@@ -1,0 +1,139 @@
+"""Everything decided on the host before the container starts: which tree, which
+name and ID, the lock that keeps a second nspawnpy off the same tree, and the
+host-side preparations (ephemeral snapshot, template, credentials, etc files).
+
+Runs in: the host side, before clone.
+"""
+
+import os
+
+from ..pid1 import caps
+from ..errors import UserError
+
+SEARCH_PATH = ("/etc/machines", "/run/machines", "/var/lib/machines", "/var/lib/container",
+               "/usr/local/lib/machines", "/usr/lib/machines")
+
+
+class Image:
+    """The resolved tree and the host-side facts derived from the settings."""
+
+    def __init__(self):
+        self.cleanups = []
+        self.network_plan = None
+        self.netns_fd = None
+        self.register = None
+        self.ifindexes = []
+        self.credentials = []
+        self.etc_steps = []
+        self.custom_plan = []
+        self.ephemeral_dir = None
+
+
+def find_directory(settings) -> str:
+    if settings.directory:
+        return settings.directory
+    if settings.machine:
+        for base in SEARCH_PATH:
+            candidate = f"{base}/{settings.machine}"
+            if os.path.isdir(candidate):
+                return candidate
+            if os.path.exists(candidate + ".raw"):
+                raise UserError(f"Image {candidate}.raw found, but disk images (-i) are not supported yet.")
+        raise UserError(f"No image for machine '{settings.machine}'.")
+    return os.getcwd()
+
+
+def default_machine_name(root: str) -> str:
+    """Last path component, cleaned up to a valid hostname (host's name for /)."""
+    if root == "/":
+        import socket
+        return socket.gethostname()
+    base = os.path.basename(root.rstrip("/"))
+    from ..config.values import HOSTNAME_CHARS
+    name = "".join(c if c in HOSTNAME_CHARS else "-" for c in base).strip(".-")[:64]
+    return name or "container"
+
+
+def lock_tree(root: str) -> int:
+    """An exclusive flock on the tree itself: gone with us, no lock file to leave."""
+    import fcntl
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise UserError(f"Directory tree {root} is currently busy.") from None
+    return fd
+
+
+def machine_id(root: str, requested) -> str:
+    """The image's /etc/machine-id if set, else --uuid, else random (32 hex)."""
+    try:
+        with open(root + "/etc/machine-id") as f:
+            value = f.read().strip()
+        if len(value) == 32 and all(c in "0123456789abcdef" for c in value) and int(value, 16):
+            return value
+    except (OSError, ValueError):
+        pass
+    if requested:
+        return requested
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    return raw.hex()
+
+
+def kept_capabilities(settings) -> int:
+    kept = caps.DEFAULT
+    if settings.private_net:
+        kept |= 1 << caps.CAP_NET_ADMIN
+    kept |= settings.capability
+    kept &= ~settings.drop_capability
+    return kept
+
+
+def check_tree(root: str, settings) -> None:
+    if not os.path.exists(root):
+        raise UserError(f"Failed to resolve path {root}: No such file or directory")
+    if not os.path.isdir(root):
+        raise UserError(f"Failed to open {root}: Not a directory")
+    if settings.volatile == "yes" and any(
+            os.path.isdir(root + d) and not os.path.islink(root + d)
+            for d in ("/bin", "/sbin", "/lib", "/lib64")):
+        raise UserError(f"--volatile=yes needs a merged-/usr tree (/bin, /sbin, /lib, /lib64 as "
+                        f"symlinks into /usr), and {root} is not one. Refusing.")
+    if settings.boot and not any(os.path.exists(root + p)
+                                 for p in ("/etc/os-release", "/usr/lib/os-release")):
+        raise UserError(f"Directory {root} doesn't look like an OS root directory "
+                        "(os-release file is missing). Refusing.")
+    if settings.boot:
+        from ..pid1.exec_payload import BOOT_INITS
+        if not any(_exists_in(root, p) for p in BOOT_INITS):
+            raise UserError(f"Directory {root} lacks an init system "
+                            f"({', '.join(BOOT_INITS)}). Refusing.")
+
+
+def _exists_in(root: str, path: str) -> bool:
+    """Does `path` exist inside the tree, following symlinks as the container would?"""
+    current = root
+    parts = [p for p in path.split("/") if p]
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        candidate = f"{current}/{part}"
+        if os.path.islink(candidate):
+            hops += 1
+            if hops > 40:
+                return False
+            target = os.readlink(candidate)
+            parts = [p for p in target.split("/") if p] + parts
+            if target.startswith("/"):
+                current = root
+            continue
+        if part == "..":
+            current = os.path.dirname(current) if current != root else root
+            continue
+        if not os.path.lexists(candidate):
+            return False
+        current = candidate
+    return True

@@ -1,0 +1,41 @@
+"""The messages between the supervisor and the container's PID 1, on their socketpair.
+
+Imported by both processes (PID 1 before pivot_root), so it needs nothing but
+the language itself. One message per datagram; fds travel as SCM_RIGHTS.
+
+  PID 1 -> supervisor  READY       file system built; carries the console's pty master, if any
+  PID 1 -> supervisor  ERROR+text  set-up failed; the text is the one-line error to print
+  supervisor -> PID 1  USERNS_SET  UID/GID maps written, tree ownership fixed; may carry the
+                                   ID-mapped root mount (only with --private-users)
+  supervisor -> PID 1  GO          host side ready (cgroups, links, registration): pivot and exec
+After exec the socket closes on PID 1's side (close-on-exec): EOF means "exec happened".
+
+Runs in: the supervisor and PID 1 (before pivot_root).
+"""
+
+READY = b"R"
+GO = b"G"
+USERNS_SET = b"U"
+ERROR = b"E"
+
+# <sys/socket.h>: level and type of a control message that passes file descriptors.
+SOL_SOCKET, SCM_RIGHTS = 1, 1
+
+
+def received_fds(ancdata) -> list[int]:
+    """The file descriptors in recvmsg()'s control messages."""
+    fds = []
+    for level, kind, data in ancdata:
+        if level == SOL_SOCKET and kind == SCM_RIGHTS:
+            usable = len(data) - len(data) % 4
+            fds.extend(int.from_bytes(data[i:i + 4], "little", signed=True)
+                       for i in range(0, usable, 4))
+    return fds
+
+
+def fds_to_send(fds) -> list:
+    """sendmsg()'s control messages that pass `fds` (none for an empty list)."""
+    if not fds:
+        return []
+    data = b"".join(fd.to_bytes(4, "little", signed=True) for fd in fds)
+    return [(SOL_SOCKET, SCM_RIGHTS, data)]

@@ -1,0 +1,174 @@
+"""Where the container's processes live in the cgroup tree, and what of it the
+container sees at /sys/fs/cgroup (nspawn-cgroup.c's job).
+
+On a legacy/hybrid host the systemd-managed hierarchy is the v1 name=systemd
+one; on a unified host it is cgroup2 at /sys/fs/cgroup. With --keep-unit the
+unit's cgroup is split into supervisor/ and payload/ like nspawn does;
+otherwise the payload gets a cgroup of its own below ours, which is removed
+again when the container is gone.
+
+Runs in: the supervisor (and the janitor for the clean-up); PID 1 mounts what
+container_mounts() says.
+"""
+
+import os
+
+ROOT = "/sys/fs/cgroup"
+
+
+def read_self() -> list[tuple[str, str, str]]:
+    """(hierarchy id, controllers, path) for each line of /proc/self/cgroup."""
+    with open("/proc/self/cgroup") as f:
+        return [tuple(line.rstrip("\n").split(":", 2)) for line in f if line.strip()]
+
+
+def _fstype(path: str):
+    """File system type of the topmost mount at *path* in our mount namespace, or None."""
+    fstype = None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, right = line.split(" - ", 1)
+            if left.split()[4] == path:
+                fstype = right.split()[0]
+    return fstype
+
+
+def layout(entries=None) -> str:
+    """Like systemd's cg_unified_cached(), what is mounted at /sys/fs/cgroup decides:
+    /proc/self/cgroup lists every v1 hierarchy mounted anywhere on the machine, also
+    inside a container that was given a pure cgroup2 /sys/fs/cgroup."""
+    top = _fstype(ROOT)
+    if top == "cgroup2":
+        return "unified"
+    if top is not None:
+        return "hybrid" if _fstype(f"{ROOT}/unified") == "cgroup2" else "legacy"
+    entries = entries if entries is not None else read_self()
+    if all(h == "0" for h, _, _ in entries):
+        return "unified"
+    return "hybrid" if os.path.isdir(f"{ROOT}/unified") and any(h == "0" for h, _, _ in entries) \
+        else "legacy"
+
+
+def managed_dirs(entries=None) -> list[str]:
+    """Host paths of our own cgroup in the hierarchies systemd manages."""
+    entries = entries if entries is not None else read_self()
+    kind = layout(entries)
+    dirs = []
+    for hierarchy, controllers, path in entries:
+        if kind == "unified" and hierarchy == "0":
+            dirs.append(ROOT + path)
+        elif kind != "unified" and controllers == "name=systemd":
+            dirs.append(f"{ROOT}/systemd{path}")
+        elif kind == "hybrid" and hierarchy == "0":
+            dirs.append(f"{ROOT}/unified{path}")
+    return [d.rstrip("/") for d in dirs if os.access(d, os.W_OK)]
+
+
+def container_mounts(systemd_guest: bool, entries=None):
+    """What inner.mount_cgroups mounts: 'unified', or [(dir, fstype, options, writable)].
+
+    Like nspawn, a booted guest on a hybrid host also gets the cgroup2 tree at
+    unified/ (writable, its own subtree through the cgroup namespace)."""
+    entries = entries if entries is not None else read_self()
+    kind = layout(entries)
+    if kind == "unified":
+        return "unified"
+    result = [("unified", "cgroup2", None, True)] if kind == "hybrid" and systemd_guest else []
+    for hierarchy, controllers, _ in entries:
+        if hierarchy == "0" or not controllers:
+            continue
+        if controllers == "name=systemd":
+            result.append(("systemd", "cgroup", "none,name=systemd", True))
+        elif not controllers.startswith("name="):
+            result.append((controllers, "cgroup", controllers, False))
+    return result
+
+
+def _attach(directory: str, pid: int) -> None:
+    with open(f"{directory}/cgroup.procs", "w") as f:
+        f.write(str(pid))
+
+
+def remove_tree(directory: str) -> None:
+    """rmdir a cgroup and everything below it, deepest first."""
+    for top, subdirs, _ in os.walk(directory, topdown=False):
+        for sub in subdirs:
+            try:
+                os.rmdir(os.path.join(top, sub))
+            except OSError:
+                pass
+    try:
+        os.rmdir(directory)
+    except OSError:
+        pass
+
+
+class Placement:
+    """The payload's cgroups: created before the container starts, removed after."""
+
+    def __init__(self, machine: str, keep_unit: bool):
+        self.machine, self.keep_unit = machine, keep_unit
+        self.created: list[str] = []
+        self.supervisor_moved: list[tuple[str, str]] = []
+
+    def attach(self, pid: int) -> None:
+        for own in managed_dirs():
+            if self.keep_unit:
+                payload = f"{own}/payload"
+                supervisor = f"{own}/supervisor"
+                for d in (payload, supervisor):
+                    os.makedirs(d, exist_ok=True)
+                    self.created.append(d)
+                _attach(supervisor, os.getpid())
+                self.supervisor_moved.append((own, supervisor))
+            else:
+                payload = f"{own}/nspawnpy-{self.machine}"
+                if os.path.isdir(payload):
+                    remove_tree(payload)  # left behind by a killed run
+                os.mkdir(payload)
+                self.created.append(payload)
+            _attach(payload, pid)
+
+    def teardown(self) -> None:
+        for own, _ in self.supervisor_moved:
+            try:
+                _attach(own, os.getpid())
+            except OSError:
+                pass
+        for directory in reversed(self.created):
+            remove_tree(directory)
+        self.created = []
+
+
+DELEGATED_FILES = ("cgroup.procs", "cgroup.subtree_control", "cgroup.threads", "memory.oom.group",
+                   "memory.reclaim", "tasks", "notify_on_release", "cgroup.clone_children")
+
+
+def delegate_to(pid: int, uid: int) -> None:
+    """With a user namespace: hand the payload's cgroup (in the hierarchies systemd manages)
+    to the container's root, so a systemd inside can manage its subtree. A cgroup outside
+    our cgroup namespace ("/.." paths, e.g. when run through nsenter) is not ours to give."""
+    from ..errors import UserError
+    with open(f"/proc/{pid}/cgroup") as f:
+        entries = [tuple(line.rstrip("\n").split(":", 2)) for line in f if line.strip()]
+    kind = layout(entries)
+    for hierarchy, controllers, path in entries:
+        if kind == "unified" and hierarchy == "0":
+            directory = ROOT + path
+        elif kind != "unified" and controllers == "name=systemd":
+            directory = f"{ROOT}/systemd{path}"
+        elif kind == "hybrid" and hierarchy == "0":
+            directory = f"{ROOT}/unified{path}"
+        else:
+            continue
+        if path in ("", "/") or ".." in path.split("/"):
+            continue
+        try:
+            os.chown(directory, uid, uid)
+            for name in DELEGATED_FILES:
+                try:
+                    os.chown(f"{directory}/{name}", uid, uid)
+                except FileNotFoundError:
+                    pass
+        except OSError as e:
+            raise UserError(f"Failed to chown() cgroup {directory}: {e.strerror}") from None

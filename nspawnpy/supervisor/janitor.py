@@ -1,0 +1,56 @@
+"""A small process that outlives a killed supervisor and undoes what the kernel
+does not undo by itself (cgroups, zone bridges, moved links, scratch trees).
+
+It is forked after set-up, so it holds the same cleanup list. A supervisor that
+ends normally tells it "done" and cleans up itself; if the pipe closes without
+that, the supervisor was killed: wait for the container to die, then clean up.
+
+Runs in: the supervisor (forking it) and the janitor process.
+"""
+
+import os
+
+DONE = b"d"
+
+
+class Janitor:
+    def __init__(self, cleanups: list, container_pidfd: int):
+        read_end, self.write_end = os.pipe2(os.O_CLOEXEC)
+        self.pid = os.fork()
+        if self.pid == 0:
+            os.close(self.write_end)
+            _watch(read_end, cleanups, container_pidfd)
+        os.close(read_end)
+
+    def dismiss(self) -> None:
+        """The supervisor cleaned up itself; let the janitor go."""
+        if self.pid:
+            try:
+                os.write(self.write_end, DONE)
+            except OSError:
+                pass
+            os.close(self.write_end)
+            try:
+                os.waitpid(self.pid, 0)
+            except ChildProcessError:
+                pass
+            self.pid = 0
+
+
+def _watch(read_end: int, cleanups: list, pidfd: int) -> None:
+    import _signal
+    import select
+    try:
+        os.setsid()
+        for sig in (1, 2, 15):
+            _signal.signal(sig, _signal.SIG_IGN)
+        message = os.read(read_end, 1)
+        if message != DONE:
+            select.select([pidfd], [], [], 30)
+            for cleanup in reversed(cleanups):
+                try:
+                    cleanup()
+                except Exception:  # noqa: BLE001 - best effort, keep going
+                    pass
+    finally:
+        os._exit(0)

@@ -1,0 +1,352 @@
+"""Registration with systemd-machined over the system bus (nspawn-register.c's job).
+
+With --keep-unit the machine is the unit we already run in (RegisterMachineWithNetwork);
+otherwise machined creates machine-NAME.scope for the payload (CreateMachineWithNetwork)
+with nspawn's scope properties plus --slice= and --property=. The machine is unregistered
+on every exit; errors there are ignored, as nspawn does.
+
+machined's "service" column: nspawnpy registers as "nspawnpy" so that `machinectl list`
+tells its machines from systemd-nspawn's; $SYSTEMD_NSPAWN_CONTAINER_SERVICE overrides it
+as it does for nspawn. The payload-facing `container=` value stays "systemd-nspawn"
+(container.SERVICE), which is what guests test for.
+
+dbus-next is imported only here, and each call runs in a short-lived asyncio loop: the
+supervisor's own loop is a plain poll() loop.
+
+Runs in: the supervisor (registration is planned on the host side before clone).
+"""
+
+import os
+
+from ..errors import UserError
+
+SERVICE = "nspawnpy"
+MACHINED = "org.freedesktop.machine1"
+MACHINED_PATH = "/org/freedesktop/machine1"
+MANAGER = "org.freedesktop.machine1.Manager"
+SIGRTMIN, SIGTERM = 34, 15
+UINT64_MAX = 2**64 - 1
+# Devices a container may use besides the standard pseudo-devices (DevicePolicy=closed).
+DEVICE_ALLOW = [("/dev/net/tun", "rwm"), ("char-pts", "rw")]
+
+
+def registration(settings, image):
+    """Check what can be checked before the container exists, and return the callable the
+    supervisor calls with the host PID of PID 1; it returns the unregister cleanup. A
+    `makes_scope` attribute tells whether machined will create the payload's cgroup."""
+    keep_unit = settings.keep_unit
+    properties = [] if keep_unit else scope_properties(settings)
+    service = os.environ.get("SYSTEMD_NSPAWN_CONTAINER_SERVICE") or SERVICE
+
+    def register(pid: int):
+        ifindexes = list(getattr(image, "ifindexes", None) or [])
+        machine_id = bytes.fromhex(image.uuid)
+        if keep_unit:
+            _run(_register(image.machine, "RegisterMachineWithNetwork", "sayssusai",
+                           [image.machine, machine_id, service, "container", pid, image.root,
+                            ifindexes]))
+        else:
+            _create_with_controller(image.machine, [
+                image.machine, machine_id, service, "container", pid, image.root, ifindexes,
+                properties])
+        return lambda: unregister(image.machine)
+
+    register.makes_scope = not keep_unit
+    return register
+
+
+def unregister(machine: str) -> None:
+    try:
+        _run(_call_ignoring_errors(machine))
+    except Exception:  # noqa: BLE001 - nspawn ignores failures here too
+        pass
+
+
+# ---------------------------------------------------------------------------------------------
+# D-Bus plumbing
+
+
+def _run(coroutine):
+    import asyncio
+    return asyncio.run(coroutine)
+
+
+class _BusError(Exception):
+    def __init__(self, name: str, text: str):
+        super().__init__(text)
+        self.name, self.text = name, text
+
+
+async def _connect():
+    from dbus_next import BusType
+    from dbus_next.aio import MessageBus
+    try:
+        return await MessageBus(bus_type=BusType.SYSTEM).connect()
+    except Exception as e:  # noqa: BLE001 - every way of not reaching the bus reads the same
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
+        raise UserError(f"Failed to register machine: cannot connect to the system bus: {reason}; "
+                        "use --register=no to run without systemd-machined.") from None
+
+
+async def _call(bus, member: str, signature: str = "", body=(), interface: str = MANAGER,
+                path: str = MACHINED_PATH):
+    from dbus_next import Message, MessageType
+    reply = await bus.call(Message(destination=MACHINED, path=path, interface=interface,
+                                   member=member, signature=signature, body=list(body)))
+    if reply.message_type == MessageType.ERROR:
+        text = reply.body[0] if reply.body and isinstance(reply.body[0], str) else reply.error_name
+        raise _BusError(reply.error_name, text)
+    return reply.body
+
+
+def _create_with_controller(machine: str, body: list) -> None:
+    """CreateMachineWithNetwork from a thread that stays connected as the scope's Controller:
+    stopping the scope (machinectl terminate) then sends us RequestStop instead of signalling
+    the payload, and we turn it into SIGTERM for ourselves, i.e. nspawn's halt sequence."""
+    import queue
+    import threading
+    outcome: queue.Queue = queue.Queue()
+
+    async def serve() -> None:
+        from dbus_next import MessageType, Variant
+        bus = None
+        try:
+            bus = await _connect()
+            body[-1] = [*body[-1], ["Controller", Variant("s", bus.unique_name)]]
+            await _register(machine, "CreateMachineWithNetwork", "sayssusaia(sv)", body, bus)
+        except BaseException as e:  # noqa: BLE001 - handed to the supervisor's thread
+            if bus is not None:
+                bus.disconnect()
+            outcome.put(e)
+            return
+
+        def on_message(message) -> None:
+            if message.message_type == MessageType.SIGNAL and message.member == "RequestStop" \
+                    and message.interface == "org.freedesktop.systemd1.Scope":
+                os.kill(os.getpid(), SIGTERM)
+
+        bus.add_message_handler(on_message)
+        outcome.put(None)
+        await bus.wait_for_disconnect()
+
+    threading.Thread(target=lambda: _run(serve()), name="machine-controller", daemon=True).start()
+    error = outcome.get()
+    if error is not None:
+        raise error
+
+
+async def _register(machine: str, member: str, signature: str, body: list, bus=None) -> None:
+    own_bus = bus is None
+    bus = bus or await _connect()
+    try:
+        try:
+            await _call(bus, member, signature, body)
+            return
+        except _BusError as e:
+            if e.name != "org.freedesktop.machine1.MachineExists":
+                raise UserError(_failure(e)) from None
+        # A registration left behind by a crashed run (or a fast restart) must not block
+        # this one: forget it if its leader is gone, then try once more.
+        stale = await _stale_leader(bus, machine)
+        if stale is None:
+            raise UserError(f"Failed to register machine: machine '{machine}' already exists "
+                            "and is running; pick another name with --machine=.")
+        try:
+            await _call(bus, "UnregisterMachine", "s", [machine])
+        except _BusError:
+            pass
+        try:
+            await _call(bus, member, signature, body)
+        except _BusError as e:
+            raise UserError(_failure(e)) from None
+    finally:
+        if own_bus:
+            bus.disconnect()
+
+
+async def _stale_leader(bus, machine: str):
+    """The dead leader PID of an existing registration, or None if it is alive."""
+    try:
+        (path,) = await _call(bus, "GetMachine", "s", [machine])
+        (leader,) = await _call(bus, "Get", "ss", ["org.freedesktop.machine1.Machine", "Leader"],
+                                interface="org.freedesktop.DBus.Properties", path=path)
+    except _BusError:
+        return 0  # it vanished meanwhile
+    pid = leader.value
+    return None if pid and _alive(pid) else pid
+
+
+def _alive(pid: int) -> bool:
+    """Whether *pid* runs (a zombie leader counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+async def _call_ignoring_errors(machine: str) -> None:
+    bus = await _connect()
+    try:
+        await _call(bus, "UnregisterMachine", "s", [machine])
+    except _BusError:
+        pass
+    finally:
+        bus.disconnect()
+
+
+def _failure(e: _BusError) -> str:
+    hint = ""
+    if e.name in ("org.freedesktop.DBus.Error.ServiceUnknown",
+                  "org.freedesktop.DBus.Error.NameHasNoOwner",
+                  "org.freedesktop.systemd1.NoSuchUnit") or "masked" in e.text:
+        hint = "; use --register=no to run without systemd-machined"
+    return f"Failed to register machine: {e.text.rstrip('.')}{hint}."
+
+
+# ---------------------------------------------------------------------------------------------
+# Scope properties (what nspawn passes to CreateMachine, plus --slice= and --property=)
+
+
+def scope_properties(settings) -> list:
+    from dbus_next import Variant
+    props = []
+    if settings.slice:
+        props.append(["Slice", Variant("s", settings.slice)])
+    props.append(["DevicePolicy", Variant("s", "closed")])
+    props.append(["DeviceAllow", Variant("a(ss)", [list(d) for d in DEVICE_ALLOW])])
+    kill_signal = settings.kill_signal
+    if kill_signal is None and settings.boot:
+        kill_signal = SIGRTMIN + 3
+    if kill_signal:
+        props.append(["KillMode", Variant("s", "mixed")])
+        props.append(["KillSignal", Variant("i", kill_signal)])
+    for assignment in settings.property:
+        props.append(property_variant(assignment))
+    return props
+
+
+def _bytes(value: str) -> int:
+    """1024-based sizes with K/M/G/T/P/E suffixes (B optional), like systemd's parse_size."""
+    v = value.strip().upper().removesuffix("B")
+    factor = 1
+    for i, suffix in enumerate("KMGTPE", 1):
+        if v.endswith(suffix):
+            v, factor = v[:-1], 1024 ** i
+            break
+    number = float(v)
+    if number < 0:
+        raise ValueError(value)
+    return int(number * factor)
+
+
+def _seconds_usec(value: str) -> int:
+    """A systemd time span ("90", "5min", "1h 30s", "infinity") in microseconds."""
+    if value == "infinity":
+        return UINT64_MAX
+    units = {"us": 1, "usec": 1, "ms": 1000, "msec": 1000, "s": 10**6, "sec": 10**6,
+             "second": 10**6, "seconds": 10**6, "m": 60 * 10**6, "min": 60 * 10**6,
+             "minutes": 60 * 10**6, "h": 3600 * 10**6, "hr": 3600 * 10**6,
+             "hour": 3600 * 10**6, "hours": 3600 * 10**6, "d": 86400 * 10**6,
+             "day": 86400 * 10**6, "days": 86400 * 10**6}
+    import re
+    total, pos = 0, 0
+    text = value.strip()
+    for m in re.finditer(r"\s*([0-9.]+)\s*([a-z]*)", text):
+        if m.start() != pos:
+            raise ValueError(value)
+        total += float(m.group(1)) * units[m.group(2) or "s"]
+        pos = m.end()
+    if pos != len(text) or not text:
+        raise ValueError(value)
+    return int(total)
+
+
+def _boolean(value: str) -> bool:
+    v = value.lower()
+    if v in ("1", "yes", "y", "true", "t", "on"):
+        return True
+    if v in ("0", "no", "n", "false", "f", "off"):
+        return False
+    raise ValueError(value)
+
+
+def _limit(name: str, value: str):
+    """MemoryMax= style: bytes, a percentage (→ NAMEScale) or infinity."""
+    if value == "infinity":
+        return name, "t", UINT64_MAX
+    if value.endswith("%"):
+        return name + "Scale", "u", int(float(value[:-1]) / 100 * (2**32 - 1))
+    return name, "t", _bytes(value)
+
+
+def _tasks(name: str, value: str):
+    if value == "infinity":
+        return name, "t", UINT64_MAX
+    if value.endswith("%"):
+        return name + "Scale", "u", int(float(value[:-1]) / 100 * (2**32 - 1))
+    return name, "t", int(value)
+
+
+def _signal(name: str, value: str):
+    from ..config.values import signal
+    return name, "i", signal(value)
+
+
+def _cpu_quota(name: str, value: str):
+    if not value.endswith("%"):
+        raise ValueError(value)
+    return "CPUQuotaPerSecUSec", "t", int(float(value[:-1]) * 10000)
+
+
+def _weight(name: str, value: str):
+    number = int(value)
+    if not 1 <= number <= 10000:
+        raise ValueError(value)
+    return name, "t", number
+
+
+def _device_allow(name: str, value: str):
+    path, _, access = value.partition(" ")
+    return name, "a(ss)", [[path, access.strip() or "rwm"]]
+
+
+def _timespan(name: str, value: str):
+    return name.removesuffix("Sec") + "USec", "t", _seconds_usec(value)
+
+
+PROPERTY_PARSERS = {
+    **{n: _limit for n in ("MemoryMax", "MemoryHigh", "MemoryLow", "MemoryMin",
+                           "MemorySwapMax", "MemoryLimit")},
+    "TasksMax": _tasks,
+    "CPUQuota": _cpu_quota,
+    **{n: _weight for n in ("CPUWeight", "StartupCPUWeight", "IOWeight", "StartupIOWeight")},
+    **{n: (lambda name, value: (name, "t", int(value))) for n in ("CPUShares", "StartupCPUShares",
+                                                              "BlockIOWeight")},
+    **{n: (lambda name, value: (name, "b", _boolean(value)))
+       for n in ("CPUAccounting", "MemoryAccounting", "TasksAccounting", "IOAccounting",
+                 "IPAccounting", "BlockIOAccounting", "Delegate", "SendSIGHUP", "SendSIGKILL")},
+    **{n: (lambda name, value: (name, "s", value))
+       for n in ("Description", "Slice", "DevicePolicy", "KillMode", "CollectMode",
+                 "ManagedOOMSwap", "ManagedOOMMemoryPressure", "OOMPolicy")},
+    **{n: _signal for n in ("KillSignal", "FinalKillSignal", "RestartKillSignal",
+                            "WatchdogSignal")},
+    **{n: _timespan for n in ("RuntimeMaxSec", "TimeoutStopSec", "RuntimeRandomizedExtraSec")},
+    "DeviceAllow": _device_allow,
+}
+
+
+def property_variant(assignment: str) -> list:
+    """NAME=VALUE from --property= as a ["Name", Variant] pair of StartTransientUnit."""
+    from dbus_next import Variant
+    name, _, value = assignment.partition("=")
+    name, value = name.strip(), value.strip()
+    parser = PROPERTY_PARSERS.get(name)
+    if parser is None:
+        raise UserError(f"Unknown assignment: {assignment} (nspawnpy supports --property= for "
+                        "memory, CPU, tasks, IO, device, kill and timeout settings).")
+    try:
+        key, signature, parsed = parser(name, value)
+    except (ValueError, KeyError):
+        raise UserError(f"Failed to parse {name}= value '{value}'.") from None
+    return [key, Variant(signature, parsed)]

@@ -1,0 +1,199 @@
+"""-U / --private-users=: which UID/GID range the container gets, the lock that keeps
+two containers off the same picked range, and making the tree's ownership fit the
+range (recursive chown, or an ID-mapped mount of the root) — nspawn 252's rules.
+
+Host side only: `resolve()` runs before the container starts, `Userns.apply()` in
+the supervisor once PID 1 exists (it needs PID 1's user namespace for the maps).
+
+Runs in: the host side before clone (resolve) and the supervisor (maps, ownership).
+"""
+
+import os
+
+from ..errors import UserError
+
+RANGE = 0x10000
+PICK_MIN, PICK_MAX = 0x00080000, 0x6FFF0000
+LOCK_DIR = "/run/nspawnpy/uid"
+# Key of the name hash nspawn tries first when picking, so a container keeps its range.
+PICK_HASH_KEY = bytes.fromhex("e156e0f04af041af9641cf413394ff72")
+
+
+class Userns:
+    """base/size of the mapping; ownership 'off', 'chown', 'map' or 'auto'."""
+
+    def __init__(self, base: int, size: int, ownership: str):
+        self.base, self.size, self.ownership = base, size, ownership
+        self.lock_fd = None
+        self.lock_path = None
+
+    def map_line(self) -> str:
+        return f"0 {self.base} {self.size}\n"
+
+    def release(self) -> None:
+        """Drop the range lock; safe to call twice (supervisor and janitor)."""
+        if self.lock_path:
+            try:
+                os.unlink(self.lock_path)
+            except FileNotFoundError:
+                pass
+        if self.lock_fd is not None:
+            try:
+                os.close(self.lock_fd)
+            except OSError:
+                pass
+
+    def write_maps(self, pid: int) -> None:
+        # Written by us, privileged in the parent namespace: no need to deny setgroups.
+        for name in ("uid_map", "gid_map"):
+            with open(f"/proc/{pid}/{name}", "w") as f:
+                f.write(self.map_line())
+
+    def apply(self, pid: int, root: str) -> int | None:
+        """Fix up ownership for PID 1's namespace: returns an ID-mapped clone of the
+        root (a mount fd for PID 1 to put in place of its bind mount) or None."""
+        if self.ownership in ("map", "auto") and self.base != 0:
+            from .. import linux
+            tree = userns_fd = None
+            try:
+                tree = linux.open_tree(root, linux.OPEN_TREE_CLONE | linux.OPEN_TREE_CLOEXEC)
+                userns_fd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+                linux.mount_setattr(tree, linux.MOUNT_ATTR_IDMAP, userns_fd)
+                return tree
+            except OSError as e:
+                if tree is not None:
+                    os.close(tree)
+                if e.errno not in (22, 95):  # EINVAL, EOPNOTSUPP: the fs or kernel can't
+                    raise UserError(f"Failed to set up ID mapped mounts: {e.strerror}") from None
+                if self.ownership == "map":
+                    raise UserError("ID mapped mounts are apparently not available, sorry.") from None
+                self.ownership = "chown"
+            finally:
+                if userns_fd is not None:
+                    os.close(userns_fd)
+        if self.ownership == "chown":
+            patch_tree(root, self.base, self.size)
+        return None
+
+
+def resolve(settings, root: str, machine: str, cleanups: list):
+    """The Userns for these settings, or None without user namespacing."""
+    mode = settings.private_users
+    if mode in (None, "no"):
+        return None
+    ownership = settings.private_users_ownership or ("auto" if mode == "pick" else "off")
+    if mode == "identity":
+        return Userns(0, RANGE, ownership)
+    if isinstance(mode, tuple):
+        base, size = mode
+        return Userns(base, size, ownership)
+    st = os.stat(root)
+    base = st.st_uid & 0xFFFF0000
+    if base != st.st_gid & 0xFFFF0000:
+        raise UserError(f"UID and GID base of {root} don't match.")
+    if base != 0:
+        # An already shifted tree keeps being chowned (what nspawn does for compatibility).
+        if ownership == "auto":
+            ownership = "chown"
+        elif ownership == "map":
+            raise UserError(f"UID base of {root} is not zero, UID mapping not supported.")
+    userns = Userns(base, RANGE, ownership)
+    if mode == "pick":
+        userns.base, userns.lock_fd, userns.lock_path = pick(base, machine)
+        cleanups.append(userns.release)
+    return userns
+
+
+def pick(candidate: int, machine: str):
+    """A free 64K range: the tree's own if it is free, then one hashed from the machine
+    name, then random ones; (base, lock fd, lock path)."""
+    from ..config.siphash import siphash24
+    os.makedirs(LOCK_DIR, 0o755, exist_ok=True)
+    tried_hashed = False
+    for _ in range(99):
+        if PICK_MIN <= candidate <= PICK_MAX and candidate & 0xFFFF == 0:
+            lock = _try_lock(f"{LOCK_DIR}/{candidate}")
+            if lock is not None:
+                if not _known_ids(candidate):
+                    return candidate, lock, f"{LOCK_DIR}/{candidate}"
+                os.unlink(f"{LOCK_DIR}/{candidate}")
+                os.close(lock)
+        if machine and not tried_hashed:
+            candidate = siphash24(machine.encode(), PICK_HASH_KEY) & 0xFFFFFFFF
+            tried_hashed = True
+        else:
+            candidate = int.from_bytes(os.urandom(4), "little")
+        candidate = (candidate % (PICK_MAX - PICK_MIN) + PICK_MIN) & 0xFFFF0000
+    raise UserError("Failed to pick UID shift: Device or resource busy")
+
+
+def _try_lock(path: str):
+    """An flock'ed lock file at path, or None if another container holds it."""
+    import fcntl
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOCTTY, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # removed by its previous owner meanwhile: take a fresh one
+
+
+def _known_ids(base: int) -> bool:
+    """Whether the host's user database already uses the range's first or last IDs."""
+    import grp
+    import pwd
+    for lookup, ident in ((pwd.getpwuid, base), (pwd.getpwuid, base + 0xFFFE),
+                          (grp.getgrgid, base), (grp.getgrgid, base + 0xFFFE)):
+        try:
+            lookup(ident)
+            return True
+        except KeyError:
+            pass
+    return False
+
+
+def patch_tree(root: str, base: int, size: int) -> None:
+    """Recursive chown of the tree into the range (UID = base | UID & 0xFFFF). The root
+    directory is done last and says whether the whole job was done, so re-runs are cheap."""
+    if base & 0xFFFF or size != RANGE:
+        raise UserError("Automatic UID/GID adjusting is only supported for UID/GID ranges "
+                        "starting at multiples of 2^16 with a range of 2^16.")
+    st = os.lstat(root)
+    if (st.st_uid ^ base) >> 16 == 0 and (st.st_gid ^ base) >> 16 == 0:
+        return
+    device = st.st_dev
+    for top, dirs, files in os.walk(root):
+        keep = []
+        for name in dirs:
+            path = os.path.join(top, name)
+            if _patch(path, base, device):
+                keep.append(name)
+        dirs[:] = keep
+        for name in files:
+            _patch(os.path.join(top, name), base, device)
+    _patch(root, base, device, top=True)
+
+
+def _patch(path: str, base: int, device: int, top: bool = False) -> bool:
+    """Shift one inode; False for what is not ours to descend into (other file systems)."""
+    import stat
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    if st.st_dev != device and not top:
+        return False
+    uid, gid = base | (st.st_uid & 0xFFFF), base | (st.st_gid & 0xFFFF)
+    if (uid, gid) != (st.st_uid, st.st_gid):
+        os.lchown(path, uid, gid)
+        # chown clears set-ID bits; put them back like they were.
+        if not stat.S_ISLNK(st.st_mode) and st.st_mode & (stat.S_ISUID | stat.S_ISGID):
+            os.chmod(path, stat.S_IMODE(st.st_mode))
+    return True
