@@ -747,7 +747,8 @@ def test_port_teardown_works_from_a_forked_cleanup_process_after_the_watcher_die
 
 STALE_SWEEP = """
 import os, subprocess
-from nspawnpy import nftables, netspec
+from nspawnpy.config import netspec
+from nspawnpy.supervisor import nftables
 dead = subprocess.Popen(["true"]); dead.wait()   # a PID that no longer exists
 ports = [netspec.Port("tcp", 18090, 80)]
 nftables.forward(ports, "10.231.10.2", nftables.make_tag("tdead", dead.pid))
