@@ -13,7 +13,7 @@ from nspawnpy.config.siphash import siphash24
 
 PYTHON = "/usr/bin/python3"
 QUIET = ("--register=no", "-q", "--console=pipe")
-LOCKS = Path("/run/nspawnpy/uid")
+LOCKS = Path("/run/systemd/nspawn-uid")   # shared with systemd-nspawn
 SHOW = "cat /proc/self/uid_map; id -u; stat -c '%u:%g' /bin/busybox"
 
 
@@ -50,8 +50,10 @@ def host_owner(path: Path) -> tuple[int, int]:
     return st.st_uid, st.st_gid
 
 
-def no_locks() -> bool:
-    return not LOCKS.is_dir() or os.listdir(LOCKS) == []
+def no_locks(*bases: int) -> bool:
+    """No lock file left for these bases (the directory is shared with every nspawn and
+    nspawnpy on the machine, so only the ranges a test used can be checked)."""
+    return not any((LOCKS / str(base)).exists() for base in bases)
 
 
 
@@ -81,7 +83,7 @@ def test_U_picks_the_range_hashed_from_the_machine_name_and_maps_the_tree(busybo
     assert uid == "0" and owner == "0:0"
     assert host_owner(busybox_root / "bin/busybox") == (0, 0)   # map: the tree is unchanged
     assert host_owner(busybox_root) == (0, 0)
-    assert leftovers() == [] and no_locks()
+    assert leftovers() == [] and no_locks(base)
 
 
 def test_chown_ownership_shifts_the_tree_into_the_range_once(busybox_root):
@@ -94,7 +96,7 @@ def test_chown_ownership_shifts_the_tree_into_the_range_once(busybox_root):
     # The tree's owner now says which range it is in: pick keeps it, and auto chowns.
     _, again, _, _, owner = show(busybox_root, "-U")
     assert again == base and owner == "0:0"
-    assert leftovers() == [] and no_locks()
+    assert leftovers() == [] and no_locks(base)
 
 
 def test_identity_maps_the_first_64k_ids_onto_themselves(busybox_root):
@@ -139,21 +141,22 @@ def test_two_containers_of_the_same_name_get_different_ranges(busybox_root, tmp_
     finally:
         first.kill()
         first.wait()
-    wait_for(lambda: leftovers() == [] and no_locks())
+    wait_for(lambda: leftovers() == [] and no_locks(first_base, second_base))
 
 
 def test_nothing_is_left_after_the_supervisor_is_killed(busybox_root):
     p = spawn(busybox_root, "-U", "/bin/sleep", "100")
+    base = hashed_base(busybox_root.name)
     try:
         container_pid(p.pid, "sleep")
-        assert LOCKS.is_dir() and os.listdir(LOCKS) != []
+        assert (LOCKS / str(base)).exists()
         p.send_signal(signal.SIGKILL)
         p.wait()
     finally:
         if p.poll() is None:
             p.kill()
             p.wait()
-    wait_for(lambda: leftovers() == [] and no_locks(), timeout=15)
+    wait_for(lambda: leftovers() == [] and no_locks(base), timeout=15)
 
 
 def test_debian_boots_to_running_with_U(debian_root):
@@ -175,7 +178,7 @@ def test_debian_boots_to_running_with_U(debian_root):
         if p.poll() is None:
             p.kill()
             p.wait()
-    wait_for(lambda: leftovers() == [] and no_locks(), timeout=15)
+    wait_for(lambda: leftovers() == [] and no_locks(hashed_base(debian_root.name)), timeout=15)
 
 
 @pytest.mark.parametrize("options, expect", [
@@ -191,4 +194,60 @@ def test_bad_ranges_fail_with_one_line(busybox_root, options, expect):
     r = run(busybox_root, *options, "/bin/true")
     assert r.returncode == 1
     assert expect in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
-    assert no_locks()
+    assert no_locks(hashed_base(busybox_root.name))
+
+
+def _nspawn_holding_range(root: Path, cgroup):
+    """systemd-nspawn -U running a sleep in *root*, started from *cgroup*."""
+    from testhost import systemd_nspawn
+    return subprocess.Popen([systemd_nspawn(), "--register=no", "--keep-unit", "-q", "-U",
+                             "-D", str(root), "/bin/sleep", "100"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, preexec_fn=cgroup.enter)
+
+
+def test_nspawn_and_nspawnpy_never_hand_out_the_same_range(busybox_root, tmp_path):
+    """Both trees are owned by one free range, which both tools try first: whoever holds
+    it, the other must pick another one (nspawn's lock files and lock kind)."""
+    import secrets
+    import shutil
+    from testhost import ScratchCgroup, clean_nspawn_runtime, systemd_nspawn
+    if systemd_nspawn() is None:
+        pytest.skip("systemd-nspawn is not installed (systemd-container)")
+    base = (0x100 + secrets.randbelow(0x6000)) << 16
+    other = tmp_path / f"ours-{secrets.token_hex(3)}"
+    shutil.copytree(busybox_root, other, symlinks=True)
+    for tree in (busybox_root, other):
+        os.chown(tree, base, base)
+    cgroup = ScratchCgroup("uidlock")
+    try:
+        nspawn = _nspawn_holding_range(busybox_root, cgroup)
+        try:
+            wait_for(lambda: (LOCKS / str(base)).exists(), what="nspawn's range lock")
+            _, ours, _, _, _ = show(other, "-U")
+            assert ours != base and ours % 65536 == 0
+        finally:
+            nspawn.terminate()   # SIGKILL would leave nspawn's lock file behind
+            nspawn.wait(timeout=30)
+            cgroup.kill_all()
+            clean_nspawn_runtime(busybox_root.name)
+        wait_for(lambda: no_locks(base), what="nspawn's lock to go")
+        for tree in (busybox_root, other):
+            os.chown(tree, base, base)
+        mine = spawn(other, "-U", "/bin/sleep", "100")
+        try:
+            sleeper = container_pid(mine.pid, "sleep")
+            assert int(uid_map_of(sleeper)[1]) == base
+            r = subprocess.run([systemd_nspawn(), "--register=no", "--keep-unit", "-q", "-U",
+                                "-D", str(busybox_root), "/bin/cat", "/proc/self/uid_map"],
+                               capture_output=True, text=True, timeout=60, preexec_fn=cgroup.enter)
+            clean_nspawn_runtime(busybox_root.name)
+            assert r.returncode == 0, r.stderr
+            theirs = int(r.stdout.split()[1])
+            assert theirs != base and theirs % 65536 == 0
+        finally:
+            mine.kill()
+            mine.wait()
+    finally:
+        cgroup.remove()
+    wait_for(lambda: leftovers() == [] and no_locks(base), timeout=15)

@@ -14,7 +14,9 @@ from ..errors import UserError
 
 RANGE = 0x10000
 PICK_MIN, PICK_MAX = 0x00080000, 0x6FFF0000
-LOCK_DIR = "/run/nspawnpy/uid"
+# nspawn's own lock directory and lock kind (an OFD write lock on a file named after the
+# base, in decimal), so that systemd-nspawn and nspawnpy never pick the same range at once.
+LOCK_DIR = "/run/systemd/nspawn-uid"
 # Key of the name hash nspawn tries first when picking, so a container keeps its range.
 PICK_HASH_KEY = bytes.fromhex("e156e0f04af041af9641cf413394ff72")
 
@@ -127,21 +129,31 @@ def pick(candidate: int, machine: str):
     raise UserError("Failed to pick UID shift: Device or resource busy")
 
 
-def _try_lock(path: str):
-    """An flock'ed lock file at path, or None if another container holds it."""
+F_OFD_SETLK, F_WRLCK = 37, 1
+
+
+def ofd_lock(fd: int) -> bool:
+    """A non-blocking open-file-description write lock on the whole file (what systemd's
+    lock files use; flock(2) locks would not conflict with nspawn's)."""
     import fcntl
+    import struct
+    try:
+        fcntl.fcntl(fd, F_OFD_SETLK, struct.pack("hhqqi4x", F_WRLCK, 0, 0, 0, 0))
+        return True
+    except (BlockingIOError, PermissionError):  # EAGAIN / EACCES: somebody holds it
+        return False
+
+
+def _try_lock(path: str):
+    """A locked lock file at path, or None if another container holds it."""
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOCTTY, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOCTTY | os.O_NOFOLLOW,
+                     0o600)
+        if not ofd_lock(fd):
             os.close(fd)
             return None
-        try:
-            if os.stat(path).st_ino == os.fstat(fd).st_ino:
-                return fd
-        except FileNotFoundError:
-            pass
+        if os.fstat(fd).st_nlink > 0:
+            return fd
         os.close(fd)  # removed by its previous owner meanwhile: take a fresh one
 
 
