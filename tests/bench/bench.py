@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""nspawnpy vs systemd-nspawn: cold start, supervisor peak RSS, read-only console throughput.
+"""nspawnpy vs systemd-nspawn: cold start (plain and --keep-unit), supervisor peak RSS, host memory
+per running machine, Debian boot to multi-user, read-only console throughput.
 
 Run as root from the repository root:
 
@@ -32,21 +33,33 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import boot  # noqa: E402
+import memory  # noqa: E402
 import rootfs  # noqa: E402
+from procs import describe_tree, proc_status  # noqa: E402,F401
 from testhost import ScratchCgroup  # noqa: E402
 
 PYTHON = "/usr/bin/python3"
-# What the installed /usr/bin/nspawnpy (packaging/nspawnpy) does: python3 -S with
-# dist-packages on the path (the checkout comes first through PYTHONPATH).
-NSPAWNPY = [PYTHON, "-S", "-c", "import sys; sys.path.append('/usr/lib/python3/dist-packages'); "
+INSTALLED = "/usr/bin/nspawnpy"
+INSTALLED_PACKAGE = Path("/usr/lib/python3/dist-packages/nspawnpy")
+# --checkout: what the installed /usr/bin/nspawnpy (packaging/nspawnpy) does, with the
+# checkout first on the path through PYTHONPATH.
+CHECKOUT = [PYTHON, "-S", "-c", "import sys; sys.path.append('/usr/lib/python3/dist-packages'); "
             "from nspawnpy.__main__ import main; sys.exit(main())"]
 NSPAWN_RUNTIME = Path("/run/systemd/nspawn")
 
 TARGETS = {
-    "cold_start": ("ratio <= 0.5", lambda r: r <= 0.5),
-    "peak_rss": ("ratio <= 1.3", lambda r: r <= 1.3),
+    "cold_start": ("ratio <= 0.4", lambda r: r <= 0.4),
+    "cold_start_keep_unit": ("ratio <= 0.4", lambda r: r <= 0.4),
+    "peak_rss": ("ratio <= 1.1", lambda r: r <= 1.1),
+    "memory_10": ("ratio <= 1.5", lambda r: r <= 1.5),
+    "memory_50": ("ratio <= 1.5", lambda r: r <= 1.5),
+    "boot": ("ratio <= 0.75", lambda r: r <= 0.75),
     "throughput": ("ratio >= 1.0", lambda r: r >= 1.0),
 }
+MEASUREMENTS = ("cold_start", "peak_rss", "memory", "boot", "throughput")
 
 
 def log(msg: str) -> None:
@@ -57,13 +70,14 @@ def log(msg: str) -> None:
 # environment
 
 
-def bench_env() -> dict:
+def bench_env(checkout: bool) -> dict:
     """The environment both managers run in.  PYTHONDONTWRITEBYTECODE is dropped: with it set,
     Python ignores nothing but also never writes .pyc files, and an environment that sets it
     is not what an installed package sees (pip byte-compiles on install)."""
     env = dict(os.environ)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env["PYTHONPATH"] = str(REPO)
+    if checkout:
+        env["PYTHONPATH"] = str(REPO)
     return env
 
 
@@ -74,15 +88,37 @@ def compile_package(env: dict) -> None:
 class Managers:
     """Command lines of the two managers for a tree."""
 
-    def __init__(self, tree: Path):
+    def __init__(self, tree: Path, nspawnpy: list[str]):
         self.tree = str(tree)
+        self.nspawnpy_bin = nspawnpy
         self.nspawn_bin = shutil.which("systemd-nspawn")
 
-    def nspawnpy(self, *payload: str) -> list[str]:
-        return NSPAWNPY + ["--register=no", "-q", "-D", self.tree, *payload]
+    def nspawnpy(self, *payload: str, tree: Path | None = None, keep_unit: bool = False) -> list[str]:
+        return self.nspawnpy_bin + ["--register=no", *(["--keep-unit"] if keep_unit else []),
+                                    "-q", "-D", str(tree or self.tree), *payload]
 
-    def nspawn(self, *payload: str) -> list[str]:
-        return [self.nspawn_bin, "--register=no", "--keep-unit", "-q", "-D", self.tree, *payload]
+    def nspawn(self, *payload: str, tree: Path | None = None) -> list[str]:
+        return [self.nspawn_bin, "--register=no", "--keep-unit", "-q", "-D",
+                str(tree or self.tree), *payload]
+
+    def service_nspawnpy(self, tree: Path, *args: str) -> list[str]:
+        """The service case, as nspawnpy@.service starts it: --keep-unit."""
+        return self.nspawnpy(*args, tree=tree, keep_unit=True)
+
+    def service_nspawn(self, tree: Path, *args: str) -> list[str]:
+        return self.nspawn(*args, tree=tree)
+
+
+def installed_matches_checkout() -> str:
+    """Whether the installed package's sources are the checkout's ("yes", or what differs)."""
+    if not INSTALLED_PACKAGE.is_dir():
+        return "not installed"
+    ours = {p.relative_to(REPO / "nspawnpy"): p.read_bytes()
+            for p in (REPO / "nspawnpy").rglob("*.py")}
+    theirs = {p.relative_to(INSTALLED_PACKAGE): p.read_bytes()
+              for p in INSTALLED_PACKAGE.rglob("*.py")}
+    differ = sorted(str(k) for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
+    return "yes" if not differ else f"no ({len(differ)} files differ: {', '.join(differ[:5])})"
 
 
 def revision() -> str:
@@ -117,6 +153,7 @@ def bench_cold_start(m: Managers, env: dict, cg: ScratchCgroup, runs: int, round
         return {"skipped": "systemd-nspawn is not installed"}
     import shlex
     commands = [("nspawnpy", m.nspawnpy("/bin/true")),
+                ("nspawnpy --keep-unit", m.nspawnpy("/bin/true", keep_unit=True)),
                 ("systemd-nspawn", m.nspawn("/bin/true")),
                 # Context only: the interpreter's own start-up, the floor for a Python manager.
                 ("python3 floor", [PYTHON, "-c", "pass"])]
@@ -152,6 +189,7 @@ def bench_cold_start(m: Managers, env: dict, cg: ScratchCgroup, runs: int, round
                      "runs": len(ms), "exit_codes": sorted(exit_codes[name])}
     a, b = res["nspawnpy"], res["systemd-nspawn"]
     return {"nspawnpy": a, "systemd-nspawn": b, "python3_floor": res.get("python3 floor"),
+            "nspawnpy_keep_unit": res["nspawnpy --keep-unit"],
             "unit": "ms (mean)", "rounds": rounds, "runs_per_round": runs,
             "value_nspawnpy": a["mean_ms"], "value_nspawn": b["mean_ms"],
             "ratio": a["mean_ms"] / b["mean_ms"],
@@ -196,64 +234,6 @@ def start(cmd: list[str], env: dict, cg: ScratchCgroup | None) -> tuple[subproce
     d = Drain(r)
     d.start()
     return p, d
-
-
-def proc_status(pid: int) -> dict:
-    out = {}
-    with contextlib.suppress(OSError):
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                key, _, val = line.partition(":")
-                if key in ("Name", "VmHWM", "VmRSS", "PPid"):
-                    out[key] = val.strip()
-    for key in ("VmHWM", "VmRSS"):
-        if key in out:
-            out[key] = int(out[key].split()[0])  # kB
-    return out
-
-
-def pidns(pid: int | str) -> str | None:
-    try:
-        return os.readlink(f"/proc/{pid}/ns/pid")
-    except OSError:
-        return None
-
-
-def descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        ppid = int(stat.rpartition(")")[2].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
-def describe_tree(pid: int) -> list[dict]:
-    """Descendants of *pid*, marked host-side (same PID namespace as us) or in the container."""
-    host_ns = pidns("self")
-    out = []
-    for c in descendants(pid):
-        st = proc_status(c)
-        if not st:
-            continue
-        with contextlib.suppress(OSError):
-            st["cmdline"] = Path(f"/proc/{c}/cmdline").read_bytes().replace(b"\0", b" ") \
-                .decode(errors="replace").strip()[:120]
-        st["pid"] = c
-        st["side"] = "host" if pidns(c) == host_ns else "container"
-        out.append(st)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -418,10 +398,12 @@ def runtime_entries() -> set[Path]:
     return out
 
 
-def clean_runtime(before: set[Path], machine: str, lock_name: str | None) -> list[str]:
+def clean_runtime(before: set[Path], trees: list[Path]) -> list[str]:
     removed = []
-    if lock_name:  # systemd-nspawn's lock for our tree, if it was left behind
-        lock = NSPAWN_RUNTIME / "locks" / lock_name
+    machines = {t.name for t in trees}
+    locks = [NSPAWN_RUNTIME / "locks" / f"inode-{st.st_dev}:{st.st_ino}"
+             for st in (t.stat() for t in trees if t.exists())]
+    for lock in locks:  # systemd-nspawn's locks for our trees, if left behind
         if lock not in before and lock.exists():
             with contextlib.suppress(OSError):
                 lock.unlink()
@@ -430,7 +412,7 @@ def clean_runtime(before: set[Path], machine: str, lock_name: str | None) -> lis
         # Only what appeared during the run: /run/systemd/nspawn/propagate/MACHINE and the like
         # (and the directories above them if we made those appear).
         with contextlib.suppress(OSError):
-            if p.name == machine:
+            if p.name in machines:
                 if p.is_dir() and not p.is_symlink():
                     shutil.rmtree(p)
                 else:
@@ -453,11 +435,15 @@ def clean_runtime(before: set[Path], machine: str, lock_name: str | None) -> lis
 def table(results: dict) -> str:
     rows = [("metric", "nspawnpy", "systemd-nspawn", "ratio", "target", "result")]
     fmt = {"cold_start": ("cold start /bin/true (mean ms)", "{:.1f}"),
+           "cold_start_keep_unit": ("cold start --keep-unit /bin/true (mean ms)", "{:.1f}"),
            "peak_rss": ("supervisor peak RSS (VmHWM kB)", "{:.0f}"),
+           **{key: (f"host PSS per machine, {key[7:]} running (kB)", "{:.0f}")
+              for key in sorted(results, key=len) if key.startswith("memory_")},
+           "boot": ("Debian boot to READY=1 (median s)", "{:.2f}"),
            "throughput": ("ro console throughput (MB/s median)", "{:.0f}")}
     for key, (label, f) in fmt.items():
         r = results.get(key)
-        target, ok = TARGETS[key]
+        target, ok = TARGETS.get(key, TARGETS["memory_10"])
         if not r or "skipped" in r:
             rows.append((label, "-", "-", "-", target, "SKIP"))
             continue
@@ -480,7 +466,7 @@ def details(results: dict) -> str:
     if "skipped" in cs:
         out.append(f"cold start: SKIPPED ({cs['skipped']})")
     elif cs:
-        for k in ("nspawnpy", "systemd-nspawn"):
+        for k in ("nspawnpy", "nspawnpy_keep_unit", "systemd-nspawn"):
             v = cs[k]
             out.append(f"cold start {k}: mean {v['mean_ms']:.1f} ± {v['stddev_ms']:.1f} ms, "
                        f"median {v['median_ms']:.1f}, min {v['min_ms']:.1f}, "
@@ -493,6 +479,12 @@ def details(results: dict) -> str:
             out.append(f"cold start context: '{PYTHON} -c pass' alone takes {floor['mean_ms']:.1f} ms "
                        f"(median {floor['median_ms']:.1f}); nspawnpy spends "
                        f"{cs['nspawnpy']['mean_ms'] - floor['mean_ms']:.1f} ms on top of that")
+    for key, mod in (("memory", memory), ("boot", boot)):
+        r = results.get(key, {})
+        if "skipped" in r:
+            out.append(f"{key}: SKIPPED ({r['skipped']})")
+        elif r:
+            out += mod.describe(r)
     rss = results.get("peak_rss", {})
     if "skipped" in rss:
         out.append(f"peak RSS: SKIPPED ({rss['skipped']})")
@@ -528,6 +520,24 @@ def details(results: dict) -> str:
     return "\n".join(out)
 
 
+def keep_unit_figures(cs: dict) -> dict:
+    """The --keep-unit row of the cold start table (same hyperfine runs)."""
+    if "skipped" in cs:
+        return cs
+    a, b = cs["nspawnpy_keep_unit"]["mean_ms"], cs["systemd-nspawn"]["mean_ms"]
+    return {"value_nspawnpy": a, "value_nspawn": b, "ratio": a / b,
+            "ratio_median": cs["nspawnpy_keep_unit"]["median_ms"] / cs["systemd-nspawn"]["median_ms"]}
+
+
+def measure_boot(m: Managers, env: dict, tree: Path, boots: int) -> dict:
+    try:
+        rootfs.debian_tree(tree)
+    except rootfs.RootfsUnavailable as e:
+        return {"skipped": f"no Debian tree: {e}"}
+    log(f"boot: Debian tree at {tree}, {boots} timed boots each")
+    return boot.bench_boot(m.service_nspawnpy, m.service_nspawn, tree, env, boots)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", metavar="FILE", help="also save the results as JSON")
@@ -539,22 +549,32 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=None,
                     help="throughput payload size in bytes (default: calibrated so that "
                          "systemd-nspawn takes >= 1.5 s)")
-    ap.add_argument("--only", choices=("cold_start", "peak_rss", "throughput"), action="append",
+    ap.add_argument("--only", choices=MEASUREMENTS, action="append",
                     help="run only this measurement (repeatable)")
+    ap.add_argument("--machines", type=int, action="append",
+                    help="machines running at once for the memory measure (repeatable; "
+                         "default 10 and 50)")
+    ap.add_argument("--boots", type=int, default=3,
+                    help="timed Debian boots per manager (after one warm-up boot each)")
+    ap.add_argument("--checkout", action="store_true",
+                    help=f"run nspawnpy from this checkout instead of the installed {INSTALLED}")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench.py must run as root", file=sys.stderr)
         return 1
     args.runs = max(args.runs, 20)
     args.rounds = max(args.rounds, 1)
-    only = set(args.only or TARGETS)
+    only = set(args.only or MEASUREMENTS)
+    counts = sorted(set(args.machines or (10, 50)))
+    if not args.checkout and not os.path.exists(INSTALLED):
+        print(f"{INSTALLED} is missing: install the package (packaging/install.sh) or pass "
+              "--checkout", file=sys.stderr)
+        return 1
 
-    env = bench_env()
-    if os.environ.get("PYTHONDONTWRITEBYTECODE"):
-        log("PYTHONDONTWRITEBYTECODE was set in the environment: unset for the benchmark "
-            "(an installed package has its .pyc files; with it set every run would recompile)")
-    compile_package(env)
-    log("byte-compiled nspawnpy (python3 -m compileall -q nspawnpy)")
+    env = bench_env(args.checkout)
+    if args.checkout:
+        compile_package(env)
+        log("byte-compiled nspawnpy (python3 -m compileall -q nspawnpy)")
 
     nspawn_bin = shutil.which("systemd-nspawn")
     results: dict = {
@@ -563,7 +583,8 @@ def main() -> int:
                  "hyperfine": (subprocess.run(["hyperfine", "--version"], capture_output=True,
                                               text=True).stdout.strip()
                                if shutil.which("hyperfine") else "missing"),
-                 "PYTHONDONTWRITEBYTECODE_unset": True,
+                 "nspawnpy": "checkout" if args.checkout else INSTALLED,
+                 "installed_matches_checkout": installed_matches_checkout(),
                  "loadavg_before": os.getloadavg(), "nspawnpy_revision": revision()},
     }
     if not nspawn_bin:
@@ -572,16 +593,14 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="nspawnpy-bench-", dir="/var/tmp"))
     machine = f"bench{os.getpid()}"
     tree = workdir / machine
+    trees = [tree]
     before = runtime_entries()
     cg = None
-    lock_name = None
     try:
         rootfs.busybox_tree(tree)
-        st = tree.stat()
-        lock_name = f"inode-{st.st_dev}:{st.st_ino}"
         log(f"busybox tree at {tree}")
         cg = ScratchCgroup("bench")
-        m = Managers(tree)
+        m = Managers(tree, CHECKOUT if args.checkout else [INSTALLED])
         # Sanity: both run the payload at all.
         for name, cmd in (("nspawnpy", m.nspawnpy("/bin/true")),
                           ("systemd-nspawn", m.nspawn("/bin/true") if nspawn_bin else None)):
@@ -592,8 +611,19 @@ def main() -> int:
                     log(f"WARNING: {name} /bin/true exited {r.returncode}: {r.stderr.strip()}")
         if "cold_start" in only:
             results["cold_start"] = bench_cold_start(m, env, cg, args.runs, args.rounds, workdir)
+            results["cold_start_keep_unit"] = keep_unit_figures(results["cold_start"])
         if "peak_rss" in only:
             results["peak_rss"] = bench_rss(m, env, cg, args.repeat)
+        if "memory" in only and nspawn_bin:
+            log(f"memory: {counts} machines running /bin/sleep")
+            trees += [rootfs.busybox_tree(workdir / f"{machine}m{i}") for i in range(max(counts))]
+            res = memory.bench_memory(m.service_nspawnpy, m.service_nspawn, trees[1:], env, counts)
+            results["memory"] = res
+            for n in counts:
+                results[f"memory_{n}"] = res.get(n, res)
+        if "boot" in only and nspawn_bin:
+            results["boot"] = measure_boot(m, env, workdir / f"{machine}deb", args.boots)
+            trees.append(workdir / f"{machine}deb")
         if "throughput" in only:
             results["throughput"] = bench_throughput(m, env, cg, args.size, args.repeat)
     finally:
@@ -602,9 +632,12 @@ def main() -> int:
             if killed:
                 log(f"killed leftover processes {sorted(killed)}")
             cg.remove()
-        removed = clean_runtime(before, machine, lock_name)
+        removed = clean_runtime(before, trees)
         if removed:
             log(f"removed systemd-nspawn leftovers: {removed}")
+        for t in trees:
+            if t.exists():
+                rootfs.rmtree(t)
         shutil.rmtree(workdir, ignore_errors=True)
 
     results["host"]["loadavg_after"] = os.getloadavg()
@@ -616,8 +649,8 @@ def main() -> int:
     print(details(results))
     print()
     print(table(results))
-    print("\nPYTHONDONTWRITEBYTECODE was unset and nspawnpy byte-compiled before measuring "
-          "(as for an installed package).")
+    print(f"\nnspawnpy measured: {results['host']['nspawnpy']}; installed package == checkout: "
+          f"{results['host']['installed_matches_checkout']}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str) + "\n")
         print(f"results saved to {args.json}")
