@@ -76,6 +76,7 @@ _SYSCALLS = {
     "fsconfig": (431, 431),
     "fsmount": (432, 432),
     "mount_setattr": (442, 442),
+    "close_range": (436, 436),
 }
 _ARCH = 1 if os.uname().machine in ("aarch64", "arm64") else 0
 
@@ -179,6 +180,13 @@ def sethostname(name: str) -> None:
 
 def pidfd_open(pid: int) -> int:
     return _check(_syscall("pidfd_open", pid, 0))
+
+
+CLOSE_RANGE_CLOEXEC = 4
+
+
+def close_range(first: int, last: int = 0xFFFFFFFF, flags: int = 0) -> None:
+    _check(_syscall("close_range", ctypes.c_uint(first), ctypes.c_uint(last), ctypes.c_uint(flags)))
 
 
 def personality(persona: int) -> int:

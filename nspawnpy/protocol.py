@@ -20,6 +20,9 @@ ERROR = b"E"
 
 # <sys/socket.h>: level and type of a control message that passes file descriptors.
 SOL_SOCKET, SCM_RIGHTS = 1, 1
+# recvmsg() flag: the fds received are close-on-exec, so none can leak into an exec
+# (the supervisor's next PID 1 after a reboot in place, or the payload).
+MSG_CMSG_CLOEXEC = 0x40000000
 
 
 def received_fds(ancdata) -> list[int]:

@@ -52,6 +52,7 @@ def start(ctx) -> None:
 def _exec_payload(ctx, user, path, argv, env) -> None:
     s = ctx.settings
     attach_stdio(ctx)
+    keep_only_handed_on_fds(ctx.listen_fds)
     if ctx.seccomp_programs:
         ctx.load_seccomp(ctx.seccomp_programs)
     if user:
@@ -67,6 +68,13 @@ def _exec_payload(ctx, user, path, argv, env) -> None:
         os.execve(path, argv, env)
     except OSError as e:
         raise OSError(e.errno, f"execv({path}) failed: {os.strerror(e.errno)}") from None
+
+
+def keep_only_handed_on_fds(listen_fds: int) -> None:
+    """Nothing but stdio and the LISTEN_FDS we pass on may reach the payload: not what our
+    caller left open, nor anything of ours. Close-on-exec rather than closed, so a failing
+    exec can still be reported through the (close-on-exec) sync socket."""
+    linux.close_range(3 + listen_fds, flags=linux.CLOSE_RANGE_CLOEXEC)
 
 
 def attach_stdio(ctx) -> None:
@@ -92,7 +100,15 @@ def loopback_up() -> None:
         sock.close()
 
 
+SAFE_NOFILE = 1024  # the highest soft limit select() copes with (FD_SETSIZE)
+
+
 def apply_limits(s) -> None:
+    if "NOFILE" not in s.rlimits:
+        # As nspawn: the select()-safe soft limit, the hard limit we were given.
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        soft = SAFE_NOFILE if hard == resource.RLIM_INFINITY else min(SAFE_NOFILE, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     if s.rlimits:
         for name, (soft, hard) in s.rlimits.items():
             which = getattr(resource, f"RLIMIT_{name}")

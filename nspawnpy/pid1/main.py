@@ -87,7 +87,7 @@ def _prepare(ctx) -> None:
 def wait_for_userns(sync):
     """Wait until the supervisor wrote our UID/GID maps and fixed up the tree's
     ownership. Returns the ID-mapped root mount it sent, if any."""
-    message, ancdata, _, _ = sync.recvmsg(16, _socket_cmsg_space())
+    message, ancdata, _, _ = sync.recvmsg(16, _socket_cmsg_space(), protocol.MSG_CMSG_CLOEXEC)
     if message != protocol.USERNS_SET:
         os._exit(1)
     fds = protocol.received_fds(ancdata)

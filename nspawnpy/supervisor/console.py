@@ -63,6 +63,10 @@ class Relay:
             os.close(self.peer)
             self.peer = None
 
+    def close(self) -> None:
+        self.release()
+        os.close(self.master)
+
     def start(self) -> None:
         if self.forward_input and os.isatty(0):
             import termios

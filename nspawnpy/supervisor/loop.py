@@ -164,6 +164,7 @@ class Supervisor:
         self.terminating = False
         self.notifier = None
         self.child_error = None
+        self.wake_pipe = ()
 
     def run(self) -> int:
         try:
@@ -190,10 +191,25 @@ class Supervisor:
         if self.janitor:
             self.janitor.dismiss()
         run_cleanups(self.cleanups)
+        self.close_fds()
+
+    def close_fds(self) -> None:
+        """This run's descriptors end with it: a reboot in place starts from none of them."""
+        if self.relay:
+            self.relay.close()
+        if self.wake_pipe:
+            import _signal
+            _signal.set_wakeup_fd(-1)
+        for fd in (self.pidfd, *self.wake_pipe):
+            os.close(fd)
+        self.wake_pipe = ()
+        self.sync.close()
+        self.ctx.notify.close()
 
     def receive_ready(self) -> int | None:
         import _socket
-        message, ancdata, _, _ = self.sync.recvmsg(4096, _socket.CMSG_SPACE(4 * 4))
+        message, ancdata, _, _ = self.sync.recvmsg(4096, _socket.CMSG_SPACE(4 * 4),
+                                                   protocol.MSG_CMSG_CLOEXEC)
         fds = protocol.received_fds(ancdata)
         if message.startswith(protocol.ERROR):
             os.waitpid(self.pid, 0)
@@ -258,7 +274,7 @@ class Supervisor:
         import _signal
         import select
         import time
-        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.wake_pipe = wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         _signal.set_wakeup_fd(wake_w)
         for sig in (SIGTERM, SIGINT, SIGWINCH, SIGHUP):
             _signal.signal(sig, _ignore_signal)

@@ -1,0 +1,147 @@
+"""What of the caller's process state reaches the payload: open file descriptors (only stdio
+and the LISTEN_FDS passed on, as nspawn) and RLIMIT_NOFILE (nspawn's select()-safe soft limit
+under the caller's hard one) — compared with systemd-nspawn 252 where it runs here."""
+
+import os
+import pty
+import subprocess
+
+import pytest
+
+import testhost
+from conftest import PYTHON, REPO, skip_unless
+
+# The caller leaves a shell's fd 10, a pipe at 251 and a directory fd of the host's / open.
+LEAKY_CALLER = "exec 10</dev/null 9</ 251> >(cat >/dev/null); "
+CONSOLE_MODES = ["pipe", "read-only", "passive", "interactive"]
+
+
+def run_from_shell(prefix: str, argv: list[str], *, on_pty: bool = False,
+                   timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run *argv* from bash after *prefix* (fd redirections, ulimits) — on a pty as stdin and
+    stdout if asked, as a user at a terminal would."""
+    cmd = ["bash", "-c", prefix + 'exec "$@"', "bash", *argv]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    if not on_pty:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
+                              stdin=subprocess.DEVNULL)
+    master, slave = pty.openpty()
+    try:
+        r = subprocess.run(cmd, stdin=slave, stdout=slave, stderr=subprocess.PIPE, text=True,
+                           timeout=timeout, env=env, start_new_session=True)
+    finally:
+        os.close(slave)
+        os.close(master)
+    return r
+
+
+def nspawnpy(*args) -> list[str]:
+    return [PYTHON, "-m", "nspawnpy", "--register=no", "-q", *map(str, args)]
+
+
+def run_nspawn(prefix: str, *args) -> subprocess.CompletedProcess:
+    """systemd-nspawn from a scratch cgroup, cleaned up after, run after *prefix*."""
+    exe = testhost.systemd_nspawn()
+    with testhost.ScratchCgroup("nspawn") as cg:
+        cmd = ["bash", "-c", prefix + 'exec "$@"', "bash", exe, "--register=no", "--keep-unit",
+               "-q", *map(str, args)]
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=60,
+                                  stdin=subprocess.DEVNULL, preexec_fn=cg.enter)
+        finally:
+            testhost.clean_nspawn_runtime(testhost.nspawn_machine_name(list(map(str, args))))
+
+
+def listed_fds(root) -> set[int]:
+    """The fds the payload recorded in /fds of its tree (read from the host)."""
+    return {int(fd) for fd in (root / "fds").read_text().split()}
+
+
+# The listing runs in a subshell, so neither its own fds nor a redirection's show up in $$'s.
+RECORD_FDS = "(ls /proc/$$/fd > /fds); true"
+# First run: record nothing, reboot in place; the run after the reboot records its fds.
+RECORD_FDS_AFTER_REBOOT = ("if [ -e /rebooted ]; then (ls /proc/$$/fd > /fds); true; "
+                           "else touch /rebooted; reboot -f; sleep 10; fi")
+
+
+@pytest.mark.parametrize("mode", CONSOLE_MODES)
+@pytest.mark.parametrize("extra", [[], ["-a"], ["-U"]], ids=["plain", "as-pid2", "userns"])
+def test_fds_the_caller_left_open_never_reach_the_payload(busybox_root, mode, extra):
+    r = run_from_shell(LEAKY_CALLER, nspawnpy(f"--console={mode}", *extra, "-D", busybox_root,
+                                              "/bin/sh", "-c", RECORD_FDS),
+                       on_pty=mode == "interactive")
+    assert r.returncode == 0, r.stderr
+    assert listed_fds(busybox_root) == {0, 1, 2}
+
+
+@pytest.mark.parametrize("mode", CONSOLE_MODES)
+def test_no_fd_reaches_the_payload_after_a_reboot_in_place(busybox_root, mode):
+    # A pty master received from the previous run, its pidfd and wake-up pipe stay ours.
+    r = run_from_shell(LEAKY_CALLER, nspawnpy(f"--console={mode}", "-D", busybox_root,
+                                              "/bin/sh", "-c", RECORD_FDS_AFTER_REBOOT),
+                       on_pty=mode == "interactive")
+    assert r.returncode == 0, r.stderr
+    assert (busybox_root / "rebooted").exists()
+    assert listed_fds(busybox_root) == {0, 1, 2}
+
+
+def test_the_pid_1_stub_keeps_no_fd_of_the_caller(busybox_root):
+    r = run_from_shell(LEAKY_CALLER, nspawnpy("--console=pipe", "-a", "-D", busybox_root,
+                                              "/bin/sh", "-c", "(ls /proc/1/fd > /fds); true"))
+    assert r.returncode == 0, r.stderr
+    assert listed_fds(busybox_root) == {0, 1, 2}
+
+
+def test_passed_sockets_are_the_only_fds_beyond_stdio(busybox_root):
+    # Socket activation: LISTEN_FDS=2 for us → fds 3 and 4 reach the payload, 10 does not.
+    prefix = LEAKY_CALLER + "exec 3</dev/null 4</dev/null; export LISTEN_FDS=2 LISTEN_PID=$$; "
+    r = run_from_shell(prefix, nspawnpy("--console=pipe", "-D", busybox_root, "/bin/sh", "-c",
+                                        RECORD_FDS + "; echo $LISTEN_FDS $LISTEN_PID >> /fds"))
+    assert r.returncode == 0, r.stderr
+    assert (busybox_root / "fds").read_text().split() == ["0", "1", "2", "3", "4", "2", "1"]
+
+
+def test_the_fds_seen_inside_match_systemd_nspawn(busybox_root):
+    skip_unless(testhost.systemd_nspawn(), "systemd-nspawn is not installed")
+    theirs = run_nspawn(LEAKY_CALLER, "--console=pipe", "-D", busybox_root, "/bin/sh", "-c",
+                        RECORD_FDS)
+    assert theirs.returncode == 0, theirs.stderr
+    expected = listed_fds(busybox_root)
+    r = run_from_shell(LEAKY_CALLER, nspawnpy("--console=pipe", "-D", busybox_root,
+                                              "/bin/sh", "-c", RECORD_FDS))
+    assert r.returncode == 0, r.stderr
+    assert listed_fds(busybox_root) == expected == {0, 1, 2}
+
+
+# -- RLIMIT_NOFILE -------------------------------------------------------------------------
+
+SHOW_NOFILE = 'echo "$(ulimit -Sn) $(ulimit -Hn)"'
+
+
+def limits_prefix(soft: int, hard: int) -> str:
+    return f"ulimit -Sn {soft} && ulimit -Hn {hard} && "
+
+
+@pytest.mark.parametrize("caller", [(500, 4000), (4096, 10000), (1024, 1024), (100, 100)])
+@pytest.mark.parametrize("option", [None, "NOFILE=2000", "NOFILE=2000:3000", "NOFILE=infinity",
+                                    "NOFILE=50000:60000", "NOFILE=50"])
+def test_nofile_limits_of_the_payload_match_systemd_nspawn(busybox_root, caller, option):
+    skip_unless(testhost.systemd_nspawn(), "systemd-nspawn is not installed")
+    args = ["--console=pipe", *([f"--rlimit={option}"] if option else []), "-D", busybox_root,
+            "/bin/sh", "-c", SHOW_NOFILE]
+    prefix = limits_prefix(*caller)
+    theirs = run_nspawn(prefix, *args)
+    ours = run_from_shell(prefix, nspawnpy(*args))
+    assert ours.returncode == theirs.returncode == 0, (ours.stderr, theirs.stderr)
+    assert ours.stdout == theirs.stdout
+
+
+def test_the_payload_gets_the_select_safe_soft_limit_and_our_hard_limit(busybox_root):
+    # Our own expectation, so the comparison above could fail: nspawn's values, spelled out.
+    r = run_from_shell(limits_prefix(500, 4000), nspawnpy("--console=pipe", "-D", busybox_root,
+                                                          "/bin/sh", "-c", SHOW_NOFILE))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["1024", "4000"]
+    r = run_from_shell(limits_prefix(100, 100), nspawnpy("--console=pipe", "-D", busybox_root,
+                                                         "/bin/sh", "-c", SHOW_NOFILE))
+    assert r.stdout.split() == ["100", "100"]
