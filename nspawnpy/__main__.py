@@ -98,9 +98,9 @@ def _prepare(settings, image):
     image.credentials = load_credentials(settings)
     read_only = settings.read_only or settings.volatile == "state"  # what /etc is on
     from .pid1.etcfiles import resolv_conf_step, timezone_step
-    image.etc_steps = [step for step in (
-        resolv_conf_step(settings.resolv_conf, settings.private_net, read_only),
-        timezone_step(settings.timezone, read_only)) if step]
+    image.etc_steps = [step for step in (  # nspawn's order: /etc/localtime first
+        timezone_step(settings.timezone, read_only),
+        resolv_conf_step(settings.resolv_conf, settings.private_net, read_only)) if step]
     if settings.private_net or settings.network_namespace_path:
         from .supervisor.network import NetworkPlan, open_netns
         settings.machine = machine

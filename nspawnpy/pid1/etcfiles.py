@@ -32,7 +32,7 @@ def resolv_conf_step(mode: str, private_net: bool, read_only: bool):
     source = _host_resolv_source(what)
     if not os.path.exists(source):
         return None
-    return _install("/etc/resolv.conf", source, how)
+    return _install("/etc/resolv.conf", source, how, shown_source=source)
 
 
 def timezone_step(mode: str, read_only: bool):
@@ -57,7 +57,16 @@ def timezone_step(mode: str, read_only: bool):
         return _symlink_zone(zone, os.path.realpath(host))
     if not os.path.exists(host):
         return None
-    return _install("/etc/localtime", os.path.realpath(host), mode)
+    return _install("/etc/localtime", os.path.realpath(host), mode, shown_source=host)
+
+
+def _host_path(root: str) -> str:
+    """The tree's host path, for messages (under -U PID 1 reaches it as /proc/self/fd/N)."""
+    return os.readlink(root) if root.startswith("/proc/self/fd/") else root
+
+
+def _warn(message: str) -> None:
+    os.write(2, (message + "\n").encode(errors="replace"))
 
 
 def _delete(where: str):
@@ -66,11 +75,32 @@ def _delete(where: str):
             os.unlink(root + where)
         except FileNotFoundError:
             pass
+        except OSError as e:  # a --read-only tree: nspawn says so and goes on
+            _warn(f"Failed to remove '{_host_path(root)}{where}', ignoring: {os.strerror(e.errno)}")
     return step
 
 
-def _install(where: str, source: str, how: str):
-    """copy: write the host's content; replace: also over a symlink; bind: read-only bind."""
+def _bind(root: str, where: str, shown_source: str, source: str) -> None:
+    """Bind a host file read-only over `where`; like nspawn, a failure is reported
+    (with nspawn's wording) and the container starts anyway."""
+    from . import mounts
+    target = root + where
+    try:
+        mounts.make_mount_point(target, False)
+    except OSError:
+        pass  # a --read-only tree: the mount below says what is missing
+    try:
+        linux.mount(source, target, None, MS_BIND)
+    except OSError as e:
+        _warn(f"Failed to mount {shown_source} (type n/a) on {_host_path(root)}{where} "
+              f'(MS_BIND ""): {os.strerror(e.errno)}')
+        return
+    mounts.bind_remount(target, MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+def _install(where: str, source: str, how: str, shown_source: str):
+    """copy: write the host's content; replace: also over a symlink; bind: read-only bind.
+    A --read-only tree keeps its own files (the writes fail, silently as in nspawn)."""
     data = times = None
     if how != "bind":
         with open(source, "rb") as f:
@@ -84,17 +114,14 @@ def _install(where: str, source: str, how: str):
         if not os.path.isdir(root + "/etc"):
             return
         if how == "bind":
-            if os.path.islink(target):
-                return
-            mounts.make_mount_point(target, False)
-            linux.mount(source, target, None, MS_BIND)
-            mounts.bind_remount(target, MS_RDONLY | MS_NOSUID | MS_NODEV)
+            if not os.path.islink(target):
+                _bind(root, where, shown_source, source)
             return
-        if os.path.islink(target):
-            if how != "replace":
-                return
-            os.unlink(target)
         try:
+            if os.path.islink(target):
+                if how != "replace":
+                    return
+                os.unlink(target)
             mounts.write_file(target, data)
             os.utime(target, ns=times, follow_symlinks=False)
         except OSError:
@@ -103,22 +130,26 @@ def _install(where: str, source: str, how: str):
 
 
 def _symlink_zone(zone: str, fallback: str):
+    """Point /etc/localtime at the tree's own copy of the host's zone. A link that already
+    names it (as "../usr/share/zoneinfo/Z", or nspawn's other accepted spelling, the absolute
+    "/usr/share/zoneinfo/Z") is left as it is; without the zone in the tree the host's file
+    is bound in instead."""
     def step(root: str) -> None:
-        from . import mounts
         target = root + "/etc/localtime"
         if os.path.exists(f"{root}/usr/share/zoneinfo/{zone}"):
+            try:
+                if os.readlink(target) in (f"../usr/share/zoneinfo/{zone}",
+                                           f"/usr/share/zoneinfo/{zone}"):
+                    return
+            except OSError:
+                pass
             try:
                 if os.path.lexists(target):
                     os.unlink(target)
                 os.symlink(f"../usr/share/zoneinfo/{zone}", target)
-                return
             except OSError:
-                pass
+                pass  # a --read-only tree keeps what it has
+            return
         if os.path.isdir(root + "/etc") and not os.path.islink(target):
-            try:
-                mounts.make_mount_point(target, False)
-                linux.mount(fallback, target, None, MS_BIND)
-                mounts.bind_remount(target, MS_RDONLY | MS_NOSUID | MS_NODEV)
-            except OSError:
-                pass
+            _bind(root, "/etc/localtime", "/etc/localtime", fallback)
     return step

@@ -52,6 +52,8 @@ def _prepare(ctx) -> None:
         linux.setns(ctx.netns_fd, linux.CLONE_NEWNET)
     linux.mount(None, "/", None, MS_REC | MS_SLAVE)
     root = setup_root(ctx)
+    if ctx.settings.read_only:
+        make_read_only(root)
     if ctx.userns is not None:
         root = become_root(root)
     if ctx.settings.pivot_root:
@@ -65,7 +67,7 @@ def _prepare(ctx) -> None:
     for op in fsplan.final_mounts():
         op.execute(root)
     ctx.seccomp_programs, ctx.load_seccomp = compile_seccomp(ctx.settings, ctx.kept_caps)
-    if ctx.settings.read_only or ctx.settings.volatile == "state":
+    if ctx.settings.volatile == "state":
         mounts.bind_remount(root, MS_RDONLY)
     fds = [master] if master is not None else []
     ctx.sync.sendmsg([protocol.READY], protocol.fds_to_send(fds))
@@ -82,6 +84,16 @@ def _prepare(ctx) -> None:
         from ..supervisor import propagate
         propagate.share_mounts()
     finish_and_exec(ctx)
+
+
+def make_read_only(root: str) -> None:
+    """--read-only: the tree and everything mounted in it, right away as nspawn does, so
+    that nothing of the set-up (/etc files, mount points) writes to it."""
+    fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        linux.mount_setattr(fd, linux.MOUNT_ATTR_RDONLY, flags=linux.AT_EMPTY_PATH | linux.AT_RECURSIVE)
+    finally:
+        os.close(fd)
 
 
 def wait_for_userns(sync):
