@@ -128,22 +128,14 @@ def compile_seccomp(settings, kept_caps: int):
     here rather than in the supervisor, which stays small. A cached build needs neither
     libseccomp nor the syscall tables."""
     from ..seccomp import cache as seccomp_cache
-    policy = seccomp_cache.available()
-    if not policy and not settings.suppress_sync:
-        return [], None
     caps = {i for i in range(64) if kept_caps >> i & 1}
     allow, deny = settings.syscall_allow, settings.syscall_deny
-    key = seccomp_cache.key(caps, allow, deny, settings.suppress_sync, policy)
-    if policy and allow:
+    if allow and seccomp_cache.available():
         from ..seccomp import policy as seccomp
         for message in seccomp.plan_warnings(allow, deny):
             os.write(2, (message + "\n").encode())
-
-    def build():
-        from ..seccomp import policy as seccomp
-        return seccomp.compile_filters(caps, allow, deny, settings.suppress_sync, policy=policy)
-    programs = seccomp_cache.cached(seccomp_cache.DEFAULT_CACHE_DIR, key, build)
-    return programs, seccomp_cache.load
+    programs = seccomp_cache.programs_for(caps, allow, deny, settings.suppress_sync)
+    return programs, (seccomp_cache.load if programs else None)
 
 
 def setup_root(ctx) -> str:

@@ -129,6 +129,19 @@ def cached(cache_dir: str, name: str, build):
     return programs
 
 
+def programs_for(caps, allow, deny, suppress_sync: bool) -> list:
+    """nspawn's filters for these inputs, from the cache or compiled (and cached): what
+    PID 1 loads before exec, and what nspawnpyctl attach loads to join the same policy."""
+    policy = available()
+    if not policy and not suppress_sync:
+        return []
+
+    def build():
+        from . import policy as seccomp
+        return seccomp.compile_filters(caps, allow, deny, suppress_sync, policy=policy)
+    return cached(DEFAULT_CACHE_DIR, key(caps, allow, deny, suppress_sync, policy), build)
+
+
 def write(cache_dir: str, name: str, programs) -> None:
     import struct
 

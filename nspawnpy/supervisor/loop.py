@@ -165,6 +165,7 @@ class Supervisor:
         self.notifier = None
         self.child_error = None
         self.wake_pipe = ()
+        self.network = None
 
     def run(self) -> int:
         try:
@@ -251,13 +252,17 @@ class Supervisor:
             from . import network
             net = network.setup(plan, self.pid)
             self.cleanups.append(net.teardown)
+            self.network = net
             self.image.ifindexes = net.ifindexes
         if self.image.register is not None:
             self.cleanups.append(self.image.register(self.pid))
         if self.ctx.userns is not None and own_cgroup:
             from . import cgroup
             cgroup.delegate_to(self.pid, self.ctx.userns.base)
-        if self.cleanups or self.image.cleanups:
+        needs_janitor = self.cleanups or self.image.cleanups
+        from .publish import remover  # the record is written once PID 1 has exec'd (on_sync)
+        self.cleanups.append(remover(self.ctx.machine, self.pid))
+        if needs_janitor:
             from .janitor import Janitor
             self.janitor = Janitor(self.image.cleanups + self.cleanups, self.pidfd)
         if master is not None:
@@ -345,7 +350,9 @@ class Supervisor:
             try:
                 poller.unregister(self.sync.fileno())
             except KeyError:
-                pass
+                return
+            from .publish import publish
+            publish(self.ctx, self.pid, self.network, self.image.register is not None)
 
     def drain(self, relay) -> None:
         import select
