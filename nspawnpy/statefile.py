@@ -58,7 +58,7 @@ def _unescape(value: str) -> str:
 
 def start_time(pid: int) -> int | None:
     """The process's start time (clock ticks after boot, /proc/PID/stat field 22), or None
-    when it does not exist. The command name may hold spaces and parentheses: split after
+    when it does not exist or has ended (a zombie). The command name may hold spaces and parentheses: split after
     the last ')'."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
@@ -66,7 +66,7 @@ def start_time(pid: int) -> int | None:
     except OSError:
         return None
     fields = data[data.rfind(b")") + 2:].split()
-    return int(fields[19])
+    return None if fields[0] in (b"Z", b"X") else int(fields[19])
 
 
 def write_atomically(directory: str, name: str, data: bytes) -> str:

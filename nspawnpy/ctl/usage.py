@@ -71,11 +71,22 @@ def from_cgroups(paths: dict) -> dict:
             text = _read(f"{ROOT}/{controller}{paths[controller]}/{name}")
             if text and text.strip().isdigit():
                 usage[key] = int(text) // divisor
+    if "tasks" not in usage and "name=systemd" in paths:
+        usage["tasks"] = _count_tasks(f"{ROOT}/systemd{paths['name=systemd']}")
     if "io_read_bytes" not in usage and "blkio" in paths:
         text = _read(f"{ROOT}/blkio{paths['blkio']}/blkio.throttle.io_service_bytes")
         if text is not None:
             usage["io_read_bytes"], usage["io_write_bytes"] = _blkio(text)
     return usage
+
+
+def _count_tasks(directory: str) -> int:
+    """Threads in a v1 cgroup and below it (the named systemd hierarchy has no counters)."""
+    count = 0
+    for top, _, files in os.walk(directory):
+        if "tasks" in files:
+            count += len((_read(f"{top}/tasks") or "").split())
+    return count
 
 
 def _io_stat(text: str) -> tuple:

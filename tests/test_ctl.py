@@ -1,0 +1,314 @@
+"""nspawnpyctl on this machine: the state records the launcher publishes, list/info/stop/remove,
+and attach checked against the container's own view (namespaces, CapBnd, Seccomp, cgroup)."""
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, leftovers, wait_for
+
+PYTHON = "/usr/bin/python3"
+STATE = Path("/run/nspawnpy/machines")
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+VIEW = ("for n in cgroup ipc mnt net pid user uts; do readlink /proc/$P/ns/$n; done; "
+        "grep -E '^(CapBnd|Seccomp|NoNewPrivs):' /proc/$P/status; cat /proc/$P/cgroup")
+
+
+def ctl(*args, input=None, timeout=60):
+    return subprocess.run([PYTHON, "-m", "nspawnpy.ctl", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, env=ENV, input=input,
+                          stdin=None if input is not None else subprocess.DEVNULL)
+
+
+def spawn(root, *args, name=None):
+    name = name or f"ctl-{secrets.token_hex(3)}"
+    proc = subprocess.Popen([PYTHON, "-m", "nspawnpy", "-q", "--register=no", "--console=pipe",
+                             "-M", name, "-D", str(root), *args], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV, text=True)
+    return proc, name
+
+
+def wait_published(name, proc, timeout=30):
+    def ready():
+        if proc.poll() is not None:
+            raise AssertionError(f"launcher ended early: {proc.stderr.read()}")
+        return (STATE / name).exists()
+    wait_for(ready, timeout=timeout, what=f"state record of {name}")
+
+
+def end(proc):
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture
+def running(busybox_root):
+    """running(*args) -> (proc, name): a published busybox machine, killed afterwards."""
+    procs = []
+
+    def start(*args, root=busybox_root):
+        proc, name = spawn(root, *args)
+        procs.append(proc)
+        wait_published(name, proc)
+        return proc, name
+    yield start
+    for proc in procs:
+        end(proc)
+
+
+def view(name, pid="self", *extra):
+    r = ctl("attach", *extra, name, "--", "/bin/sh", "-c", f"P={pid}; {VIEW}")
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def record(name) -> dict:
+    return dict(line.split("=", 1) for line in (STATE / name).read_text().splitlines())
+
+
+# --- the state directory ----------------------------------------------------------------------
+
+def test_a_running_machine_is_published_listed_and_unpublished_at_exit(running, busybox_root):
+    proc, name = running("/bin/sleep", "60")
+    rec = record(name)
+    assert rec["ROOT"] == str(busybox_root) and rec["SUPERVISOR"] == str(proc.pid)
+    leader_root, tree = os.stat(f"/proc/{rec['LEADER']}/root"), os.stat(busybox_root)
+    assert (leader_root.st_dev, leader_root.st_ino) == (tree.st_dev, tree.st_ino)
+    listed = json.loads(ctl("list", "--json=short").stdout)
+    mine = [m for m in listed if m["name"] == name]
+    assert mine and mine[0]["state"] == "running" and mine[0]["leader"] == int(rec["LEADER"])
+    assert name in ctl("list").stdout
+    r = ctl("stop", name)
+    assert r.returncode == 0, r.stderr
+    assert proc.poll() is not None, "stop returned before the launcher exited"
+    assert not (STATE / name).exists()
+    assert name not in ctl("list").stdout
+    assert leftovers() == []
+
+
+def test_a_killed_launchers_record_is_recognised_as_stale_and_removed(running):
+    proc, name = running("/bin/sleep", "60")
+    leader = int(record(name)["LEADER"])
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    wait_for(lambda: not Path(f"/proc/{leader}").exists(), what="the leader to die")
+    r = ctl("info", name)
+    assert "running" not in r.stdout
+    assert not (STATE / name).exists()
+    assert name not in ctl("list").stdout
+
+
+def test_a_record_naming_a_recycled_pid_is_stale(tmp_path):
+    name = f"ctl-stale-{secrets.token_hex(3)}"
+    STATE.mkdir(parents=True, exist_ok=True)
+    # our own PID, but a start time it never had: a recycled PID.
+    (STATE / name).write_text(f"NAME={name}\nLEADER={os.getpid()}\nLEADER_START=1\nROOT=/x\n")
+    r = ctl("attach", name, "--", "true")
+    assert r.returncode == 1 and r.stderr.strip() == f"No machine '{name}' known."
+    assert not (STATE / name).exists()
+
+
+def test_a_corrupt_record_is_one_line_naming_the_file_and_is_removed():
+    name = f"ctl-corrupt-{secrets.token_hex(3)}"
+    STATE.mkdir(parents=True, exist_ok=True)
+    (STATE / name).write_bytes(b"\xff\xfegarbage\n")
+    r = ctl("stop", name)
+    assert r.returncode == 1 and len(r.stderr.splitlines()) == 1
+    assert str(STATE / name) in r.stderr and "corrupt" in r.stderr
+    assert not (STATE / name).exists()
+
+
+# --- info -------------------------------------------------------------------------------------
+
+def test_info_reports_leader_tasks_memory_and_cpu(running):
+    proc, name = running("/bin/sh", "-c", "sleep 60 & sleep 60 & i=0; while [ $i -lt 20000 ]; "
+                         "do i=$((i+1)); done; wait")
+    rec = record(name)
+    time.sleep(0.5)
+    info = json.loads(ctl("info", name, "--json=pretty").stdout)
+    assert info["state"] == "running" and info["leader"] == int(rec["LEADER"])
+    assert info["usage"]["tasks"] == 3
+    assert info["usage"]["memory_bytes"] > 0 and info["usage"]["cpu_usec"] > 0
+    text = ctl("info", name).stdout
+    assert f"Leader:    {rec['LEADER']}" in text and "Tasks:     3" in text
+
+
+def test_info_of_a_booted_machine_reads_its_own_cgroup(running):
+    proc, name = running("-b")
+    info = json.loads(ctl("info", name, "--json=short").stdout)
+    assert info["usage"]["source"].startswith("cgroup")
+    assert info["usage"]["tasks"] >= 1
+
+
+def test_info_of_a_stopped_tree_says_stopped(machine_tree):
+    r = ctl("info", machine_tree.name)
+    assert r.returncode == 0 and "State:" in r.stdout and "stopped" in r.stdout
+    assert json.loads(ctl("info", machine_tree.name, "--json=short").stdout)["state"] == "stopped"
+
+
+@pytest.mark.parametrize("verb", ["info", "attach", "stop", "remove"])
+def test_an_unknown_machine_is_named_in_one_line(verb):
+    r = ctl(verb, "no-such-machine-ctl")
+    assert r.returncode == 1 and r.stderr == "No machine 'no-such-machine-ctl' known.\n"
+
+
+@pytest.mark.parametrize("verb", ["attach", "stop"])
+def test_a_stopped_machine_is_not_running(verb, machine_tree):
+    r = ctl(verb, machine_tree.name)
+    assert r.returncode == 1 and r.stderr == f"Machine '{machine_tree.name}' is not running.\n"
+
+
+def test_a_bad_option_names_it():
+    r = ctl("list", "--json=loud")
+    assert r.returncode == 1 and "--json" in r.stderr and len(r.stderr.splitlines()) == 1
+
+
+# --- stop -------------------------------------------------------------------------------------
+
+def test_stop_powers_a_busybox_init_off_cleanly(running):
+    proc, name = running("-b")
+    r = ctl("stop", name, "--timeout=20")
+    assert r.returncode == 0, r.stderr
+    assert proc.wait(timeout=5) == 0, proc.stderr.read()   # init's poweroff, not SIGKILL
+    assert leftovers() == []
+
+
+def test_stop_kills_after_the_timeout(running):
+    proc, name = running("--kill-signal=SIGTERM", "/bin/sh", "-c", "trap '' TERM; sleep 60")
+    started = time.monotonic()
+    r = ctl("stop", name, "--timeout=1")
+    assert r.returncode == 0, r.stderr
+    assert 1 <= time.monotonic() - started < 15
+    assert proc.poll() is not None and "KILL" in proc.stderr.read()
+
+
+# --- attach -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("options", [(), ("-b",), ("-U",), ("--system-call-filter=~@clock",
+                                                            "--drop-capability=CAP_NET_RAW")])
+def test_attach_sees_what_pid1_sees(running, options):
+    args = (*options, "/bin/sleep", "60") if "-b" not in options else options
+    proc, name = running(*args)
+    assert view(name, "self") == view(name, "1")
+    own = view(name, "self").splitlines()
+    host = [os.readlink(f"/proc/self/ns/{n}") for n in ("mnt", "pid", "uts")]
+    assert not set(host) & set(own)
+    if "-U" in options:
+        assert ctl("attach", name, "--", "id", "-u").stdout == "0\n"
+        assert os.readlink("/proc/self/ns/user") not in own
+
+
+def test_attach_filter_and_caps_are_enforced(running):
+    proc, name = running("--system-call-filter=~mkdir mkdirat", "--drop-capability=CAP_CHOWN",
+                         "/bin/sleep", "60")
+    r = ctl("attach", name, "--", "/bin/sh", "-c", "chown 1000 /tmp; echo chown=$?; "
+            "mkdir /tmp/x 2>/dev/null; echo mkdir=$?")
+    assert r.stdout == "chown=1\nmkdir=1\n"
+
+
+def test_attach_passes_the_exit_status_environment_and_user(running):
+    proc, name = running("/bin/sleep", "60")
+    assert ctl("attach", name, "--", "/bin/sh", "-c", "exit 42").returncode == 42
+    r = ctl("attach", "--setenv=FOO=bar", name, "--", "/bin/sh", "-c", "echo $FOO $container")
+    assert r.stdout == "bar systemd-nspawn\n"
+    r = ctl("attach", "--user=alice", name, "--", "/bin/sh", "-c", "id -u; pwd; echo $HOME")
+    assert r.stdout == "1000\n/home/alice\n/home/alice\n"
+    r = ctl("attach", name, "--", "/no/such/command")
+    assert r.returncode == 127 and "/no/such/command" in r.stderr
+
+
+def test_attach_gives_a_pty_on_a_terminal_and_follows_its_size(running):
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+    proc, name = running("/bin/sleep", "60")
+    pid, fd = pty.fork()
+    if pid == 0:
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
+        os.execve(PYTHON, [PYTHON, "-m", "nspawnpy.ctl", "attach", name], ENV)
+    out = b""
+
+    def read_until(token, timeout=10):
+        nonlocal out
+        deadline = time.monotonic() + timeout
+        while token not in out and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.1)[0]:
+                try:
+                    out += os.read(fd, 4096)
+                except OSError:
+                    break
+        return token in out
+
+    assert read_until(b"# ")
+    os.write(fd, b"tty; stty size\n")
+    assert read_until(b"33 101"), out
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    os.kill(pid, signal.SIGWINCH)
+    time.sleep(0.3)
+    os.write(fd, b"stty size; exit 3\n")
+    assert read_until(b"40 120"), out
+    assert b"/dev/pts/" in out
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 3
+
+
+def test_attach_detaches_on_three_escapes(running):
+    import pty
+    proc, name = running("/bin/sleep", "60")
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execve(PYTHON, [PYTHON, "-m", "nspawnpy.ctl", "attach", name], ENV)
+    time.sleep(1.5)
+    os.write(fd, b"\x1d\x1d\x1d")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        try:
+            os.read(fd, 4096)
+        except OSError:
+            pass
+        time.sleep(0.05)
+    assert done, "attach did not end on ^]^]^]"
+    assert proc.poll() is None  # the machine runs on
+
+
+# --- remove -----------------------------------------------------------------------------------
+
+@pytest.fixture
+def machine_tree():
+    """A busybox tree under /var/lib/machines with a unique name, removed afterwards."""
+    import rootfs
+    path = Path("/var/lib/machines") / f"ctl-{secrets.token_hex(3)}"
+    rootfs.busybox_tree(path)
+    yield path
+    if path.exists():
+        rootfs.rmtree(path)
+    Path(f"/etc/systemd/nspawn/{path.name}.nspawn").unlink(missing_ok=True)
+
+
+def test_remove_refuses_a_running_machine_then_removes_tree_and_settings(machine_tree):
+    settings = Path(f"/etc/systemd/nspawn/{machine_tree.name}.nspawn")
+    settings.parent.mkdir(parents=True, exist_ok=True)
+    settings.write_text("[Exec]\nBoot=no\n")
+    proc, name = spawn(machine_tree, "/bin/sleep", "60", name=machine_tree.name)
+    try:
+        wait_published(name, proc)
+        r = ctl("remove", name)
+        assert r.returncode == 1 and name in r.stderr and "running" in r.stderr
+        assert machine_tree.is_dir()
+    finally:
+        ctl("stop", name)
+        end(proc)
+    r = ctl("remove", name)
+    assert r.returncode == 0, r.stderr
+    assert not machine_tree.exists() and not settings.exists()
