@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from nspawnpy.config import cli, nspawnfile, settings as table
-from nspawnpy.__main__ import check_conflicts
+from nspawnpy.config.conflicts import check_conflicts
 from nspawnpy.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent

@@ -152,7 +152,7 @@ def test_bad_input_is_rejected_in_process():
             s = cli.parse_args(list(args))
         except UserError:
             continue
-        from nspawnpy.__main__ import check_conflicts
+        from nspawnpy.config.conflicts import check_conflicts
         if args[0] in ("--user=", "--directory"):
             continue
         with pytest.raises(UserError):

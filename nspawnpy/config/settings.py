@@ -294,7 +294,6 @@ class Settings:
                         else default)
         self.syscall_deny = []
         self.cli_groups = set()        # groups the command line set (beats a file's)
-        self.positional = []           # command (or init arguments with --boot)
 
     def store(self, option: Option, value, from_file: bool = False) -> None:
         if option.store:

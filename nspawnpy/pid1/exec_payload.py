@@ -22,19 +22,21 @@ TIOCSCTTY = 0x540E
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 
 
-def start(ctx) -> None:
-    s = ctx.settings
-    linux.sethostname(ctx.hostname)
-    if ctx.private_net:
+def start(plan, console_pts, seccomp) -> None:
+    """Never returns. `console_pts` is /dev/console's pty inside (None with --console=pipe),
+    `seccomp` the compiled filters and their loader (pid1/main.py's compile_seccomp)."""
+    s = plan.settings
+    linux.sethostname(plan.machine.hostname)
+    if plan.network.private:
         loopback_up()
     if s.personality == "x86":
         linux.personality(PER_LINUX32)
     apply_limits(s)
     user = resolve_user(s.user) if s.user else None
-    env = build_env(ctx, user)
-    argv = ctx.argv
+    env = build_env(plan, user)
+    argv = s.parameters
     if s.boot:
-        argv = [find_init(), *ctx.argv]
+        argv = [find_init(), *s.parameters]
     elif not argv:
         argv = [user.shell if user else _root_shell()]
     path = _lookup(argv[0], env)
@@ -44,24 +46,27 @@ def start(ctx) -> None:
         except OSError as e:
             raise errors.UserError(f"Failed to change to working directory {s.chdir}: "
                                    f"{e.strerror}") from None
+    def exec_payload():
+        _exec_payload(plan, console_pts, seccomp, user, path, argv, env)
     if s.as_pid2:
-        stubinit.run(ctx, lambda: _exec_payload(ctx, user, path, argv, env))
-    _exec_payload(ctx, user, path, argv, env)
+        stubinit.run(exec_payload)
+    exec_payload()
 
 
-def _exec_payload(ctx, user, path, argv, env) -> None:
-    s = ctx.settings
-    attach_stdio(ctx)
-    keep_only_handed_on_fds(ctx.listen_fds)
-    if ctx.seccomp_programs:
-        ctx.load_seccomp(ctx.seccomp_programs)
+def _exec_payload(plan, console_pts, seccomp, user, path, argv, env) -> None:
+    s = plan.settings
+    attach_stdio(console_pts)
+    keep_only_handed_on_fds(plan.host.listen_fds)
+    programs, load = seccomp
+    if programs:
+        load(programs)
     if user:
         os.setgroups(user.groups)
         os.setresgid(user.gid, user.gid, user.gid)
-        caps.apply(ctx.kept_caps, 0)
+        caps.apply(plan.kept_caps, 0)
         os.setresuid(user.uid, user.uid, user.uid)
     else:
-        caps.apply(ctx.kept_caps, s.ambient_capability)
+        caps.apply(plan.kept_caps, s.ambient_capability)
     if s.no_new_privileges:
         linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
     try:
@@ -77,12 +82,12 @@ def keep_only_handed_on_fds(listen_fds: int) -> None:
     linux.close_range(3 + listen_fds, flags=linux.CLOSE_RANGE_CLOEXEC)
 
 
-def attach_stdio(ctx) -> None:
+def attach_stdio(console_pts) -> None:
     """Console modes: the pty slave is stdio and controlling tty; pipe keeps ours."""
-    if ctx.console_pts is None:
+    if console_pts is None:
         return
     os.setsid()
-    fd = os.open(ctx.console_pts, os.O_RDWR)
+    fd = os.open(console_pts, os.O_RDWR)
     fcntl.ioctl(fd, TIOCSCTTY, 0)
     for target in (0, 1, 2):
         os.dup2(fd, target)
@@ -182,25 +187,25 @@ def _root_shell() -> str:
     return "/bin/sh"
 
 
-def build_env(ctx, user) -> dict:
+def build_env(plan, user) -> dict:
     """PID 1's environment, in nspawn's order; --setenv wins."""
     env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-           "container": ctx.service}
-    if ctx.term:
-        env["TERM"] = ctx.term
+           "container": plan.machine.service}
+    if plan.console.term:
+        env["TERM"] = plan.console.term
     if user:
         env.update(HOME=user.home, USER=user.name, LOGNAME=user.name)
     else:
         env.update(HOME="/root", USER="root", LOGNAME="root")
     env["LANG"] = "C.UTF-8"
-    env["container_uuid"] = ctx.uuid_dashed
-    if ctx.listen_fds:
-        env.update(LISTEN_FDS=str(ctx.listen_fds), LISTEN_PID="1")
+    env["container_uuid"] = plan.machine.uuid_dashed
+    if plan.host.listen_fds:
+        env.update(LISTEN_FDS=str(plan.host.listen_fds), LISTEN_PID="1")
     env["NOTIFY_SOCKET"] = "/run/host/notify"
-    if ctx.credentials:
+    if plan.credentials:
         env["CREDENTIALS_DIRECTORY"] = "/run/host/credentials"
-    env.update(ctx.host_env)
-    for assignment in ctx.settings.setenv:
+    env.update(plan.host.env)
+    for assignment in plan.settings.setenv:
         key, sep, value = assignment.partition("=")
         if sep:
             env[key] = value

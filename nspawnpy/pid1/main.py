@@ -23,17 +23,18 @@ def report(sync, message: str) -> None:
         pass
 
 
-def run(ctx) -> None:
-    """Never returns: execs the payload or exits 1 after telling the supervisor why."""
+def run(plan, channels) -> None:
+    """Never returns: execs the payload or exits 1 after telling the supervisor why.
+    `plan` is the ContainerPlan, `channels` the supervisor's loop.Channels."""
     try:
         linux.prctl(linux.PR_SET_PDEATHSIG, SIGKILL)
         import _signal
         for sig in (SIGPIPE, SIGXFSZ, 2, 15, 1, 28):
             _signal.signal(sig, _signal.SIG_DFL)
-        _prepare(ctx)
+        _prepare(plan, channels)
         os._exit(1)
     except BaseException as e:  # noqa: BLE001 - everything is reported, nothing escapes
-        report(ctx.sync, _describe(e))
+        report(channels.sync, _describe(e))
         os._exit(1)
 
 
@@ -45,45 +46,45 @@ def _describe(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
-def _prepare(ctx) -> None:
-    if ctx.userns is not None:
-        ctx.idmapped_root = wait_for_userns(ctx.sync)
-    if ctx.netns_fd is not None:
-        linux.setns(ctx.netns_fd, linux.CLONE_NEWNET)
+def _prepare(plan, channels) -> None:
+    settings, sync = plan.settings, channels.sync
+    idmapped_root = wait_for_userns(sync) if plan.userns is not None else None
+    if plan.network.netns_fd is not None:
+        linux.setns(plan.network.netns_fd, linux.CLONE_NEWNET)
     linux.mount(None, "/", None, MS_REC | MS_SLAVE)
-    root = setup_root(ctx)
-    if ctx.settings.read_only:
+    root = setup_root(plan, idmapped_root)
+    if settings.read_only:
         make_read_only(root)
-    if ctx.userns is not None:
+    if plan.userns is not None:
         root = become_root(root)
-    if ctx.settings.pivot_root:
-        root = pivot_inner(root, *ctx.settings.pivot_root)
+    if settings.pivot_root:
+        root = pivot_inner(root, *settings.pivot_root)
     from . import fsplan
-    for op in fsplan.api_mounts(ctx.private_net, ctx.userns is not None,
-                                ctx.sysfs_fd) + ctx.custom_plan:
+    for op in fsplan.api_mounts(plan.network.private, plan.userns is not None,
+                                channels.sysfs_fd) + list(plan.mounts.custom):
         op.execute(root)
-    master = setup_console(ctx, root) if ctx.console_mode != "pipe" else None
-    write_run_host(ctx, root)
+    master, console_pts = setup_console(plan, root) if plan.console.mode != "pipe" else (None, None)
+    write_run_host(plan, channels.notify, root)
     for op in fsplan.final_mounts():
         op.execute(root)
-    ctx.seccomp_programs, ctx.load_seccomp = compile_seccomp(ctx.settings, ctx.kept_caps)
-    if ctx.settings.volatile == "state":
+    seccomp = compile_seccomp(settings, plan.kept_caps)
+    if settings.volatile == "state":
         mounts.bind_remount(root, MS_RDONLY)
     fds = [master] if master is not None else []
-    ctx.sync.sendmsg([protocol.READY], protocol.fds_to_send(fds))
+    sync.sendmsg([protocol.READY], protocol.fds_to_send(fds))
     if master is not None:
         os.close(master)
-    reply = ctx.sync.recv(64)
+    reply = sync.recv(64)
     if reply != protocol.GO:
         os._exit(1)
-    if ctx.cgroup_ns:
-        linux.unshare(linux.CLONE_NEWCGROUP)
-    mount_cgroups(root, ctx.cgroup_mounts)
+    linux.unshare(linux.CLONE_NEWCGROUP)
+    mount_cgroups(root, plan.mounts.cgroups)
+    if plan.mounts.tunnel:
+        from . import tunnel  # nothing can be imported after pivot_root
     pivot(root)
-    if ctx.tunnel:
-        from ..supervisor import propagate
-        propagate.share_mounts()
-    finish_and_exec(ctx)
+    if plan.mounts.tunnel:
+        tunnel.share_mounts()
+    payload.start(plan, console_pts, seccomp)
 
 
 def make_read_only(root: str) -> None:
@@ -138,16 +139,17 @@ def compile_seccomp(settings, kept_caps: int):
     return programs, (seccomp_cache.load if programs else None)
 
 
-def setup_root(ctx) -> str:
+def setup_root(plan, idmapped_root) -> str:
     """Make the tree a mount of its own, applying --volatile/--ephemeral.
 
     Layers go on top of the tree's own path; the original tree stays reachable
     through an O_PATH descriptor, so no staging directory is needed on the host.
     """
-    root, volatile = ctx.root, ctx.settings.volatile
-    if getattr(ctx, "idmapped_root", None) is not None:
-        linux.move_mount(ctx.idmapped_root, root)  # --private-users-ownership=map
-        os.close(ctx.idmapped_root)
+    root, volatile = plan.tree.root, plan.settings.volatile
+    ephemeral_dir = plan.tree.ephemeral_dir
+    if idmapped_root is not None:
+        linux.move_mount(idmapped_root, root)  # --private-users-ownership=map
+        os.close(idmapped_root)
         # The clone is a peer of the host mount it came from: shared where the host's
         # is (pivot_root refuses a shared mount, and our mounts would reach the host).
         linux.mount(None, root, None, MS_SLAVE)
@@ -155,11 +157,11 @@ def setup_root(ctx) -> str:
         linux.mount(root, root, None, MS_BIND | MS_REC)
     if volatile == "state":
         mounts.Mount("/var", "tmpfs", "mode=0755", MS_NOSUID | MS_NODEV).execute(root)
-    if volatile in ("no", "state") and not ctx.ephemeral_dir:
+    if volatile in ("no", "state") and not ephemeral_dir:
         return root
     original = f"/proc/self/fd/{os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)}"
-    if ctx.ephemeral_dir:
-        upper = ctx.ephemeral_dir
+    if ephemeral_dir:
+        upper = ephemeral_dir
     else:
         linux.mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
         if volatile == "yes":
@@ -175,35 +177,35 @@ def setup_root(ctx) -> str:
     return root
 
 
-def setup_console(ctx, root: str) -> int:
-    """Open a pty in the container's own devpts; its slave becomes /dev/console."""
+def setup_console(plan, root: str) -> tuple[int, str]:
+    """Open a pty in the container's own devpts; its slave becomes /dev/console.
+    Returns the master and the slave's path inside the container."""
     import fcntl
     import struct
     master = os.open(root + "/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
     fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
     number = struct.unpack("i", fcntl.ioctl(master, TIOCGPTN, b"\0\0\0\0"))[0]
-    rows, cols = ctx.winsize
+    rows, cols = plan.console.winsize
     fcntl.ioctl(master, TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
     os.symlink(f"pts/{number}", root + "/dev/console")
-    ctx.console_pts = f"/dev/pts/{number}"
-    return master
+    return master, f"/dev/pts/{number}"
 
 
-def write_run_host(ctx, root: str) -> None:
+def write_run_host(plan, notify, root: str) -> None:
     host = root + "/run/host"
     os.makedirs(host, 0o755, exist_ok=True)
-    mounts.write_file(host + "/container-manager", f"{ctx.service}\n".encode())
-    mounts.write_file(host + "/container-uuid", f"{ctx.uuid_dashed}\n".encode())
-    if ctx.host_os_release:
+    mounts.write_file(host + "/container-manager", f"{plan.machine.service}\n".encode())
+    mounts.write_file(host + "/container-uuid", f"{plan.machine.uuid_dashed}\n".encode())
+    if plan.host.os_release:
         mounts.touch(host + "/os-release")
-        linux.mount(ctx.host_os_release, host + "/os-release", None, MS_BIND)
+        linux.mount(plan.host.os_release, host + "/os-release", None, MS_BIND)
         mounts.bind_remount(host + "/os-release", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    ctx.notify.bind(host + "/notify")
-    if ctx.credentials:
+    notify.bind(host + "/notify")
+    if plan.credentials:
         creds = host + "/credentials"
         linux.mount("tmpfs", creds, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0700") \
             if os.path.isdir(creds) else _mount_fresh_tmpfs(creds)
-        for name, data in ctx.credentials:
+        for name, data in plan.credentials:
             mounts.write_file(f"{creds}/{name}", data, 0o400)
         os.chmod(creds, 0o500)
         mounts.bind_remount(creds, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
@@ -213,7 +215,7 @@ def write_run_host(ctx, root: str) -> None:
     dashed = f"{boot_id[:8]}-{boot_id[8:12]}-{boot_id[12:16]}-{boot_id[16:20]}-{boot_id[20:]}\n"
     mounts.mask_with_file(root, "/proc/sys/kernel/random/boot_id", "boot-id", dashed.encode())
     mounts.mask_with_file(root, "/proc/kmsg", "kmsg", b"", fifo=True)
-    for step in ctx.etc_steps:
+    for step in plan.mounts.tree_steps:
         step(root)
 
 
@@ -260,5 +262,3 @@ def pivot_inner(root: str, new: str, old) -> str:
     return target
 
 
-def finish_and_exec(ctx) -> None:
-    payload.start(ctx)

@@ -12,7 +12,7 @@ LINUX_REBOOT_CMD_RESTART, LINUX_REBOOT_CMD_POWER_OFF = 0x01234567, 0x4321FEDC
 GRACE_SECONDS = 90
 
 
-def run(ctx, exec_payload) -> None:
+def run(exec_payload) -> None:
     """Fork PID 2 to exec the payload; this process stays PID 1 until it ends."""
     import _signal
     pid = os.fork()

@@ -25,14 +25,13 @@ JOURNAL = "/var/log/journal"
 HOST_MACHINE_ID = "/etc/machine-id"
 
 
-def link_journal(settings, image):
+def link_journal(settings, root: str, machine_id: str):
     """Do the host side now; return the step for the guest side, or None."""
     mode = settings.link_journal
     if mode == "no" or settings.ephemeral:  # nspawn never links an ephemeral machine's journal
         return None
     try_ = mode.startswith("try-") or mode == "auto"
     mode = mode.removeprefix("try-")
-    machine_id = image.uuid
     if machine_id == host_machine_id():
         message = f"Host and machine ids are equal ({machine_id}): refusing to link journals"
         if try_:
@@ -43,13 +42,13 @@ def link_journal(settings, image):
     # The guest's /var, /var/log, /var/log/journal come first; on a read-only tree they cannot.
     if settings.read_only and settings.volatile == "no":
         for d in ("/var", "/var/log", JOURNAL):
-            if not os.path.lexists(image.root + d):
+            if not os.path.lexists(root + d):
                 if try_:
                     return None
                 raise UserError(f"Failed to create {d}: Read-only file system")
 
     p = f"{JOURNAL}/{machine_id}"
-    q = image.root + p
+    q = root + p
     if os.path.lexists(p) and is_mount_point(p):
         if try_:
             return _guest_side(q, p, try_, None)

@@ -1,6 +1,5 @@
-"""Everything decided on the host before the container starts: which tree, which
-name and ID, the lock that keeps a second nspawnpy off the same tree, and the
-host-side preparations (ephemeral snapshot, template, credentials, etc files).
+"""Which tree, which name and ID, the lock that keeps a second nspawnpy off the same
+tree, the checks that the tree can run what was asked, and the payload's capabilities.
 
 Runs in: the host side, before clone.
 """
@@ -12,21 +11,6 @@ from ..errors import UserError
 
 SEARCH_PATH = ("/etc/machines", "/run/machines", "/var/lib/machines", "/var/lib/container",
                "/usr/local/lib/machines", "/usr/lib/machines")
-
-
-class Image:
-    """The resolved tree and the host-side facts derived from the settings."""
-
-    def __init__(self):
-        self.cleanups = []
-        self.network_plan = None
-        self.netns_fd = None
-        self.register = None
-        self.ifindexes = []
-        self.credentials = []
-        self.etc_steps = []
-        self.custom_plan = []
-        self.ephemeral_dir = None
 
 
 def find_directory(settings) -> str:

@@ -15,16 +15,14 @@ from ..errors import UserError
 SIGHUP, SIGINT, SIGKILL, SIGTERM, SIGWINCH = 1, 2, 9, 15, 28
 SIGRTMIN = 34
 EXIT_REBOOT = 133
-SERVICE = "systemd-nspawn"
 
 
-class Context:
-    """Everything PID 1 needs to know; it reaches the child through clone()."""
-    console_pts = None
-    sync = None
-    userns = None
-    sysfs_fd = None
-    idmapped_root = None
+class Channels:
+    """The per-run ends PID 1 takes with it through clone(): the sync socket (protocol.py),
+    the notify socket it binds at /run/host/notify, and a sysfs mount made for it."""
+
+    def __init__(self, sync, notify, sysfs_fd):
+        self.sync, self.notify, self.sysfs_fd = sync, notify, sysfs_fd
 
 
 def log(message: str) -> None:
@@ -32,18 +30,18 @@ def log(message: str) -> None:
     sys.stderr.flush()
 
 
-def run(settings, image) -> int:
+def run(plan) -> int:
     """Run the container until it ends; restart it in place on reboot unless --keep-unit.
 
-    What prepare() set up on the host (ephemeral layer, UID range, scratch trees)
+    What the plan set up on the host (ephemeral layer, UID range, scratch trees)
     lives across in-place reboots and is undone once, at the end."""
     try:
         while True:
-            status = run_once(settings, image)
-            if status != EXIT_REBOOT or settings.keep_unit:
+            status = run_once(plan)
+            if status != EXIT_REBOOT or plan.settings.keep_unit:
                 return status
     finally:
-        run_cleanups(image.cleanups)
+        run_cleanups(plan.cleanups)
 
 
 def run_cleanups(cleanups: list) -> None:
@@ -54,109 +52,52 @@ def run_cleanups(cleanups: list) -> None:
             log(f"Cleanup failed: {e}")
 
 
-def make_context(settings, image) -> Context:
-    ctx = Context()
-    ctx.settings, ctx.root, ctx.machine = settings, image.root, image.machine
-    ctx.hostname = settings.hostname or image.machine
-    ctx.service = os.environ.get("SYSTEMD_NSPAWN_CONTAINER_SERVICE", SERVICE)
-    ctx.uuid = image.uuid
-    u = image.uuid
-    ctx.uuid_dashed = f"{u[:8]}-{u[8:12]}-{u[12:16]}-{u[16:20]}-{u[20:]}"
-    ctx.console_mode = image.console_mode
-    ctx.term = os.environ.get("TERM") or ("vt220" if ctx.console_mode != "pipe" else None)
-    ctx.winsize = image.winsize
-    ctx.private_net = settings.private_net
-    ctx.argv = settings.parameters
-    ctx.host_env = host_os_env()
-    ctx.listen_fds = passed_sockets()
-    ctx.host_os_release = next((p for p in ("/etc/os-release", "/usr/lib/os-release")
-                                if os.path.exists(p)), None)
-    ctx.credentials = image.credentials
-    ctx.etc_steps = image.etc_steps
-    ctx.ephemeral_dir = image.ephemeral_dir
-    ctx.kept_caps = image.kept_caps
-    ctx.custom_plan = image.custom_plan
-    ctx.tunnel = getattr(image, "tunnel", False)  # propagate.py: machinectl bind
-    from . import cgroup
-    ctx.cgroup_ns = True
-    ctx.cgroup_mounts = cgroup.container_mounts(settings.boot)
-    return ctx
-
-
-def passed_sockets() -> int:
-    """Socket activation: the fds our service manager passed us (from 3 on) go on to PID 1."""
-    try:
-        if int(os.environ.get("LISTEN_PID", "0")) != os.getpid():
-            return 0
-        count = int(os.environ.get("LISTEN_FDS", "0"))
-    except ValueError:
-        return 0
-    for fd in range(3, 3 + count):
-        os.set_inheritable(fd, True)
-    return count
-
-
-def host_os_env() -> dict:
-    """container_host_{id,version_id,build_id,variant_id} from the host's os-release."""
-    wanted = {"ID", "VERSION_ID", "BUILD_ID", "VARIANT_ID"}
-    env = {}
-    for path in ("/etc/os-release", "/usr/lib/os-release"):
-        try:
-            with open(path) as f:
-                for line in f:
-                    key, _, value = line.strip().partition("=")
-                    if key in wanted:
-                        env[f"container_host_{key.lower()}"] = value.strip("\"'")
-            return env
-        except OSError:
-            continue
-    return env
-
-
-def run_once(settings, image) -> int:
-    import _socket
-    ctx = make_context(settings, image)
-    sync, child_sync = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
-    ctx.notify = _socket.socket(_socket.AF_UNIX,
-                                _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC | _socket.SOCK_NONBLOCK)
-    ctx.notify.setsockopt(_socket.SOL_SOCKET, _socket.SO_PASSCRED, 1)
-    network_plan = image.network_plan
+def clone_flags(plan) -> int:
     flags = linux.CLONE_NEWNS | linux.CLONE_NEWPID | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC
-    if network_plan is not None and network_plan.needs_netns and not settings.network_namespace_path:
+    network = plan.network.plan
+    if network is not None and network.needs_netns and not plan.settings.network_namespace_path:
         flags |= linux.CLONE_NEWNET
-    ctx.netns_fd = image.netns_fd
-    ctx.userns = getattr(image, "userns", None)
-    if ctx.userns is not None:
+    if plan.userns is not None:
         flags |= linux.CLONE_NEWUSER
-        if not flags & linux.CLONE_NEWNET:
-            # sysfs can only be mounted from a user namespace that owns the network
-            # namespace: without one of its own, the container gets ours, made here.
-            ctx.sysfs_fd = linux.fsmount_new("sysfs", linux.MOUNT_ATTR_RDONLY | linux.MOUNT_ATTR_NOSUID
-                                             | linux.MOUNT_ATTR_NODEV | linux.MOUNT_ATTR_NOEXEC)
-    if not settings.quiet:
-        log(f"Spawning container {ctx.machine} on {ctx.root}.")
-        if ctx.console_mode != "pipe":
+    return flags
+
+
+def run_once(plan) -> int:
+    import _socket
+    sync, child_sync = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
+    notify = _socket.socket(_socket.AF_UNIX,
+                            _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC | _socket.SOCK_NONBLOCK)
+    notify.setsockopt(_socket.SOL_SOCKET, _socket.SO_PASSCRED, 1)
+    flags = clone_flags(plan)
+    sysfs_fd = None
+    if plan.userns is not None and not flags & linux.CLONE_NEWNET:
+        # sysfs can only be mounted from a user namespace that owns the network
+        # namespace: without one of its own, the container gets ours, made here.
+        sysfs_fd = linux.fsmount_new("sysfs", linux.MOUNT_ATTR_RDONLY | linux.MOUNT_ATTR_NOSUID
+                                     | linux.MOUNT_ATTR_NODEV | linux.MOUNT_ATTR_NOEXEC)
+    if not plan.settings.quiet:
+        log(f"Spawning container {plan.machine.name} on {plan.tree.root}.")
+        if plan.console.mode != "pipe":
             log("Press ^] three times within 1s to kill container.")
         from ..pid1.caps import current_bounding
-        if ctx.kept_caps & ~current_bounding():
+        if plan.kept_caps & ~current_bounding():
             log("Some capabilities will not be set because they are not in the current bounding set.")
     sys.stdout.flush()
     pid = linux.clone(flags)
     if pid == 0:
         sync.close()
-        ctx.sync = child_sync
-        from ..pid1 import main as inner
-        inner.run(ctx)
+        from ..pid1 import main as pid1
+        pid1.run(plan, Channels(child_sync, notify, sysfs_fd))
     child_sync.close()
-    if ctx.sysfs_fd is not None:
-        os.close(ctx.sysfs_fd)
-    return Supervisor(ctx, pid, sync, image).run()
+    if sysfs_fd is not None:
+        os.close(sysfs_fd)
+    return Supervisor(plan, pid, sync, notify).run()
 
 
 class Supervisor:
-    def __init__(self, ctx, pid, sync, image):
-        self.ctx, self.pid, self.sync, self.image = ctx, pid, sync, image
-        self.settings = ctx.settings
+    def __init__(self, plan, pid, sync, notify):
+        self.plan, self.pid, self.sync, self.notify = plan, pid, sync, notify
+        self.settings = plan.settings
         self.cleanups = []  # this run's: cgroups, links, registration
         self.pidfd = os.pidfd_open(pid)
         self.relay = None
@@ -205,7 +146,7 @@ class Supervisor:
             os.close(fd)
         self.wake_pipe = ()
         self.sync.close()
-        self.ctx.notify.close()
+        self.notify.close()
 
     def receive_ready(self) -> int | None:
         import _socket
@@ -222,9 +163,9 @@ class Supervisor:
 
     def enter_userns(self) -> None:
         """Write PID 1's UID/GID maps and fix up the tree's ownership; PID 1 waits for it."""
-        userns = self.ctx.userns
+        userns = self.plan.userns
         userns.write_maps(self.pid)
-        tree = userns.apply(self.pid, self.ctx.root)
+        tree = userns.apply(self.pid, self.plan.tree.root)
         fds = [] if tree is None else [tree]
         try:
             self.sync.sendmsg([protocol.USERNS_SET], protocol.fds_to_send(fds))
@@ -234,40 +175,43 @@ class Supervisor:
             os.close(tree)
 
     def start(self) -> None:
-        if self.ctx.userns is not None:
+        plan = self.plan
+        if plan.userns is not None:
             self.enter_userns()
         master = self.receive_ready()
-        scope = getattr(self.image.register, "makes_scope", False)  # machined's scope is its cgroup
+        registration = plan.registration
+        # machined makes a scope for the payload: that is its own cgroup
+        scope = registration is not None and registration.makes_scope
         own_cgroup = scope
         if (self.settings.boot and not scope) or self.settings.keep_unit:
             own_cgroup = True
             # A booted init needs a cgroup subtree of its own; a plain command
             # stays in ours (a cgroup v1 move costs milliseconds).
             from . import cgroup
-            placement = cgroup.Placement(self.ctx.machine, self.settings.keep_unit)
+            placement = cgroup.Placement(plan.machine.name, self.settings.keep_unit)
             self.cleanups.append(placement.teardown)
             placement.attach(self.pid)
-        plan = self.image.network_plan
-        if plan is not None and (plan.needs_netns or plan.netns_path):
-            from . import network
-            net = network.setup(plan, self.pid)
+        network, ifindexes = plan.network.plan, []
+        if network is not None and (network.needs_netns or network.netns_path):
+            from . import network as links
+            net = links.setup(network, self.pid)
             self.cleanups.append(net.teardown)
             self.network = net
-            self.image.ifindexes = net.ifindexes
-        if self.image.register is not None:
-            self.cleanups.append(self.image.register(self.pid))
-        if self.ctx.userns is not None and own_cgroup:
+            ifindexes = net.ifindexes
+        if registration is not None:
+            self.cleanups.append(registration.register(self.pid, ifindexes))
+        if plan.userns is not None and own_cgroup:
             from . import cgroup
-            cgroup.delegate_to(self.pid, self.ctx.userns.base)
-        needs_janitor = self.cleanups or self.image.cleanups
+            cgroup.delegate_to(self.pid, plan.userns.base)
+        needs_janitor = self.cleanups or plan.cleanups
         from .publish import remover  # the record is written once PID 1 has exec'd (on_sync)
-        self.cleanups.append(remover(self.ctx.machine, self.pid))
+        self.cleanups.append(remover(plan.machine.name, self.pid))
         if needs_janitor:
             from .janitor import Janitor
-            self.janitor = Janitor(self.image.cleanups + self.cleanups, self.pidfd)
+            self.janitor = Janitor(plan.cleanups + self.cleanups, self.pidfd)
         if master is not None:
             from .console import Relay
-            self.relay = Relay(master, self.ctx.console_mode)
+            self.relay = Relay(master, plan.console.mode)
         self.sync.send(protocol.GO)
         if self.relay:
             self.relay.start()
@@ -286,7 +230,7 @@ class Supervisor:
         poller = select.poll()
         poller.register(self.pidfd, select.POLLIN)
         poller.register(wake_r, select.POLLIN)
-        poller.register(self.ctx.notify.fileno(), select.POLLIN)
+        poller.register(self.notify.fileno(), select.POLLIN)
         poller.register(self.sync.fileno(), select.POLLIN)
         relay = self.relay
         if relay and relay.mode != "passive":
@@ -335,7 +279,7 @@ class Supervisor:
                 elif fd == wake_r:
                     for signum in os.read(wake_r, 64):
                         self.on_signal(signum)
-                elif fd == self.ctx.notify.fileno():
+                elif fd == self.notify.fileno():
                     self.on_notify()
 
     def on_sync(self, poller) -> None:
@@ -352,7 +296,7 @@ class Supervisor:
             except KeyError:
                 return
             from .publish import publish
-            publish(self.ctx, self.pid, self.network, self.image.register is not None)
+            publish(self.plan, self.pid, self.network, self.plan.registration is not None)
 
     def drain(self, relay) -> None:
         import select
@@ -383,7 +327,7 @@ class Supervisor:
         import _socket
         while True:
             try:
-                data, ancdata, _, _ = self.ctx.notify.recvmsg(4096, _socket.CMSG_SPACE(12))
+                data, ancdata, _, _ = self.notify.recvmsg(4096, _socket.CMSG_SPACE(12))
             except (BlockingIOError, InterruptedError):
                 return
             sender = None
@@ -395,7 +339,7 @@ class Supervisor:
             self.notifier.message(data.decode(errors="replace"))
 
     def exit_status(self, wstatus: int) -> int:
-        name = self.ctx.machine
+        name = self.plan.machine.name
         if os.WIFEXITED(wstatus):
             code = os.WEXITSTATUS(wstatus)
             if not self.settings.quiet:

@@ -76,19 +76,16 @@ class NetworkPlan:
         return f"NetworkPlan({fields})"
 
     @classmethod
-    def from_settings(cls, s) -> "NetworkPlan":
-        plan = cls(s.machine)
-        plan.private_network = bool(getattr(s, "private_network", False))
-        plan.veth = bool(getattr(s, "network_veth", False))
-        bridge = getattr(s, "network_bridge", None)
-        zone = getattr(s, "network_zone", None)
-        plan.netns_path = getattr(s, "network_namespace_path", None) or None
+    def from_settings(cls, s, machine: str) -> "NetworkPlan":
+        plan = cls(machine)
+        plan.private_network = bool(s.private_network)
+        plan.veth = bool(s.network_veth)
+        bridge, zone = s.network_bridge, s.network_zone
+        plan.netns_path = s.network_namespace_path or None
 
         def bad(what, spec, e):
             return UserError(f"Invalid {what} '{spec}': {e}")
 
-        if bridge and zone:
-            raise UserError("--network-bridge= and --network-zone= cannot be combined")
         if bridge:
             try:
                 plan.bridge = netspec.check_ifname(bridge)
@@ -104,29 +101,29 @@ class NetworkPlan:
         if plan.bridge or plan.zone_bridge:
             plan.veth = True
 
-        for spec in getattr(s, "network_veth_extra", None) or []:
+        for spec in s.network_veth_extra:
             try:
                 host, cont = netspec.parse_iface_pair(spec)
             except ValueError as e:
                 raise bad("--network-veth-extra=", spec, e)
             plan.veth_extra.append((host, cont or host))
-        for spec in getattr(s, "network_interfaces", None) or []:
+        for spec in s.network_interfaces:
             try:
                 host, cont = netspec.parse_iface_pair(spec)
             except ValueError as e:
                 raise bad("--network-interface=", spec, e)
             plan.interfaces.append((host, cont or host))
-        for attr, option, namer, dest in (
-                ("network_macvlan", "--network-macvlan=", netspec.macvlan_name, plan.macvlan),
-                ("network_ipvlan", "--network-ipvlan=", netspec.ipvlan_name, plan.ipvlan)):
-            for spec in getattr(s, attr, None) or []:
+        for specs, option, namer, dest in (
+                (s.network_macvlan, "--network-macvlan=", netspec.macvlan_name, plan.macvlan),
+                (s.network_ipvlan, "--network-ipvlan=", netspec.ipvlan_name, plan.ipvlan)):
+            for spec in specs:
                 try:
                     parent, cont = netspec.parse_iface_pair(spec)
                 except ValueError as e:
                     raise bad(option, spec, e)
                 dest.append((parent, netspec.shorten_ifname(cont) if cont else namer(parent)))
 
-        for spec in getattr(s, "ports", None) or []:
+        for spec in s.ports:
             try:
                 port = netspec.parse_port(spec)
             except ValueError as e:
@@ -134,10 +131,6 @@ class NetworkPlan:
             if any(p.proto == port.proto and p.host_port == port.host_port for p in plan.ports):
                 raise UserError(f"Duplicate port specification: {spec}")
             plan.ports.append(port)
-
-        if plan.netns_path and (plan.private_network or plan.veth or plan.veth_extra or plan.interfaces
-                                or plan.macvlan or plan.ipvlan):
-            raise UserError("--network-namespace-path= cannot be combined with other network options")
 
         # Names must not collide, neither on the host nor inside the container.
         host_names = [h for h, _ in plan.veth_extra]

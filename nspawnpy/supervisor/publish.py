@@ -24,30 +24,30 @@ def remover(machine: str, leader: int):
     return remove
 
 
-def publish(ctx, pid: int, network, registered: bool) -> None:
+def publish(plan, pid: int, network, registered: bool) -> None:
     """Write the record; a live namesake (two trees run as one -M name without machined)
     keeps its record."""
-    s = ctx.settings
-    if _live_namesake(ctx.machine):
+    s, machine = plan.settings, plan.machine.name
+    if _live_namesake(machine):
         return
-    userns = ctx.userns
+    userns = plan.userns
     record = {
-        "NAME": ctx.machine, "LEADER": pid, "LEADER_START": statefile.start_time(pid),
+        "NAME": machine, "LEADER": pid, "LEADER_START": statefile.start_time(pid),
         "SUPERVISOR": os.getpid(), "SUPERVISOR_START": statefile.start_time(os.getpid()),
-        "ROOT": ctx.root, "UUID": ctx.uuid, "STARTED_USEC": _realtime_usec(),
+        "ROOT": plan.tree.root, "UUID": plan.machine.uuid, "STARTED_USEC": _realtime_usec(),
         "BOOT": int(bool(s.boot)), "KILL_SIGNAL": _kill_signal(s),
-        "UNIT": _unit(ctx.machine, registered, s.keep_unit), "REGISTERED": int(registered),
+        "UNIT": _unit(machine, registered, s.keep_unit), "REGISTERED": int(registered),
         "CGROUPS": _read(f"/proc/{pid}/cgroup"), "LINKS": " ".join(_host_links(network)),
         "USERNS_BASE": "" if userns is None else userns.base,
         "USERNS_SIZE": "" if userns is None else userns.size,
-        "CAPS": f"{ctx.kept_caps:x}", "NO_NEW_PRIVS": int(bool(s.no_new_privileges)),
+        "CAPS": f"{plan.kept_caps:x}", "NO_NEW_PRIVS": int(bool(s.no_new_privileges)),
         "SYSCALL_ALLOW": " ".join(s.syscall_allow), "SYSCALL_DENY": " ".join(s.syscall_deny),
         "SUPPRESS_SYNC": int(bool(s.suppress_sync)), "WORKDIR": s.chdir or "/",
     }
     if record["LEADER_START"] is None:
         return  # PID 1 is already gone
     try:
-        statefile.write_atomically(statefile.STATE_DIR, ctx.machine, statefile.encode(record))
+        statefile.write_atomically(statefile.STATE_DIR, machine, statefile.encode(record))
     except OSError as e:
         import sys
         sys.stderr.write(f"Failed to publish machine state: {e.strerror}\n")

@@ -8,7 +8,7 @@ on every exit; errors there are ignored, as nspawn does.
 machined's "service" column: nspawnpy registers as "nspawnpy" so that `machinectl list`
 tells its machines from systemd-nspawn's; $SYSTEMD_NSPAWN_CONTAINER_SERVICE overrides it
 as it does for nspawn. The payload-facing `container=` value stays "systemd-nspawn"
-(container.SERVICE), which is what guests test for.
+(plan/build.py: SERVICE), which is what guests test for.
 
 dbus-next is imported only here, and each call runs in a short-lived asyncio loop: the
 supervisor's own loop is a plain poll() loop.
@@ -19,6 +19,7 @@ Runs in: the supervisor (registration is planned on the host side before clone).
 import os
 
 from ..errors import UserError
+from ..record import Record
 
 SERVICE = "nspawnpy"
 MACHINED = "org.freedesktop.machine1"
@@ -30,29 +31,41 @@ UINT64_MAX = 2**64 - 1
 DEVICE_ALLOW = [("/dev/net/tun", "rwm"), ("char-pts", "rw")]
 
 
-def registration(settings, image):
-    """Check what can be checked before the container exists, and return the callable the
-    supervisor calls with the host PID of PID 1; it returns the unregister cleanup. A
-    `makes_scope` attribute tells whether machined will create the payload's cgroup."""
-    keep_unit = settings.keep_unit
-    properties = [] if keep_unit else scope_properties(settings)
-    service = os.environ.get("SYSTEMD_NSPAWN_CONTAINER_SERVICE") or SERVICE
+class Registration(Record):
+    """What machined is told; planned (and its properties checked) before the container
+    exists, done by the supervisor once PID 1 and the links exist."""
+    machine: str
+    uuid: str
+    root: str
+    service: str
+    keep_unit: bool        # register the unit we run in; else machined makes a scope
+    properties: tuple      # the scope's properties (none with --keep-unit)
 
-    def register(pid: int):
-        ifindexes = list(getattr(image, "ifindexes", None) or [])
-        machine_id = bytes.fromhex(image.uuid)
-        if keep_unit:
-            _run(_register(image.machine, "RegisterMachineWithNetwork", "sayssusai",
-                           [image.machine, machine_id, service, "container", pid, image.root,
-                            ifindexes]))
+    @classmethod
+    def from_settings(cls, settings, machine: str, uuid: str, root: str) -> "Registration":
+        keep_unit = settings.keep_unit
+        return cls(machine, uuid, root,
+                   os.environ.get("SYSTEMD_NSPAWN_CONTAINER_SERVICE") or SERVICE, keep_unit,
+                   () if keep_unit else tuple(scope_properties(settings)))
+
+    @property
+    def makes_scope(self) -> bool:
+        """Whether machined creates the payload's cgroup (a machine-NAME.scope)."""
+        return not self.keep_unit
+
+    def register(self, pid: int, ifindexes: list):
+        """Register PID 1 (host PID) with the interfaces made for it; returns the cleanup."""
+        machine_id = bytes.fromhex(self.uuid)
+        if self.keep_unit:
+            _run(_register(self.machine, "RegisterMachineWithNetwork", "sayssusai",
+                           [self.machine, machine_id, self.service, "container", pid, self.root,
+                            list(ifindexes)]))
         else:
-            _create_with_controller(image.machine, [
-                image.machine, machine_id, service, "container", pid, image.root, ifindexes,
-                properties])
-        return lambda: unregister(image.machine)
-
-    register.makes_scope = not keep_unit
-    return register
+            _create_with_controller(self.machine, [
+                self.machine, machine_id, self.service, "container", pid, self.root,
+                list(ifindexes), list(self.properties)])
+        machine = self.machine
+        return lambda: unregister(machine)
 
 
 def unregister(machine: str) -> None:

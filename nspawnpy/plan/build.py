@@ -1,0 +1,166 @@
+"""settings → ContainerPlan: resolve the tree and the machine, merge the .nspawn file,
+check the combinations, and do the host-side preparations (template, ephemeral layer,
+UID range, scratch trees, /etc steps, network plan, registration check, tunnel, journal).
+Whatever it creates is undone by the plan's cleanups; if building fails half-way, it runs
+them itself.
+
+Runs in: the host side, before clone.
+"""
+
+import os
+
+from ..errors import UserError
+from . import tree as trees
+from .container import Console, ContainerPlan, Host, Machine, Mounts, Network, Tree
+
+SERVICE = "systemd-nspawn"   # what the payload sees as container=, as with nspawn
+
+
+def build(settings) -> ContainerPlan:
+    cleanups: list = []
+    try:
+        return _build(settings, cleanups)
+    except BaseException:
+        for cleanup in reversed(cleanups):
+            try:
+                cleanup()
+            except Exception:  # noqa: BLE001 - best effort; the original error matters
+                pass
+        raise
+
+
+def _build(settings, cleanups: list) -> ContainerPlan:
+    tree, machine_name = _tree(settings, cleanups)
+    userns = None
+    if settings.private_users not in ("no", None):
+        from ..supervisor import userns as userns_
+        userns = userns_.resolve(settings, tree.root, machine_name, cleanups)
+    machine = Machine(machine_name, settings.hostname or machine_name,
+                      trees.machine_id(tree.root, settings.uuid),
+                      os.environ.get("SYSTEMD_NSPAWN_CONTAINER_SERVICE", SERVICE))
+    console = _console(settings)
+    kept_caps = trees.kept_capabilities(settings)
+    from .mounts import custom_mounts
+    custom = custom_mounts(settings, cleanups)
+    credentials = load_credentials(settings)
+    network = _network(settings, machine_name)
+    registration, tunnel_step = _registration(settings, machine, tree, userns, cleanups)
+    from .journal import link_journal  # host side now (last: nothing after it can fail)
+    steps = _etc_steps(settings) + [s for s in (tunnel_step, link_journal(
+        settings, tree.root, machine.uuid)) if s]
+    from ..supervisor import cgroup
+    mounts = Mounts(custom, tuple(steps), cgroup.container_mounts(settings.boot),
+                    tunnel_step is not None)
+    return ContainerPlan(settings=settings, tree=tree, machine=machine, console=console,
+                         mounts=mounts, network=network, host=_host(), userns=userns,
+                         kept_caps=kept_caps, credentials=credentials,
+                         registration=registration, cleanups=cleanups)
+
+
+def _tree(settings, cleanups: list) -> tuple[Tree, str]:
+    """The locked tree and the machine's name (an ephemeral run's gets a random suffix)."""
+    from ..config import nspawnfile
+    from ..config.conflicts import check_conflicts
+    root = trees.find_directory(settings)
+    machine = settings.machine or trees.default_machine_name(root)
+    if settings.settings != "no":
+        found = nspawnfile.find(machine, root)
+        if found:
+            nspawnfile.merge(settings, *found)
+    check_conflicts(settings)
+    if settings.template:
+        from .snapshot import populate_from_template
+        populate_from_template(settings.template, root)
+    trees.check_tree(root, settings)
+    root = os.path.realpath(root)
+    lock_fd = trees.lock_tree(root)
+    ephemeral_dir = None
+    if settings.ephemeral:
+        from .snapshot import ephemeral_layer
+        ephemeral_dir = ephemeral_layer(root, cleanups)
+        machine = f"{machine}-{os.urandom(8).hex()}"[:64]
+    return Tree(root, lock_fd, ephemeral_dir), machine
+
+
+def _console(settings) -> Console:
+    from ..supervisor import console
+    mode = console.choose_mode(settings.console)
+    winsize = console.window_size() if mode == "interactive" else (24, 80)
+    return Console(mode, winsize, os.environ.get("TERM") or ("vt220" if mode != "pipe" else None))
+
+
+def _etc_steps(settings) -> list:
+    from ..pid1.etcfiles import resolv_conf_step, timezone_step
+    read_only = settings.read_only or settings.volatile == "state"  # what /etc is on
+    return [step for step in (  # nspawn's order: /etc/localtime first
+        timezone_step(settings.timezone, read_only),
+        resolv_conf_step(settings.resolv_conf, settings.private_net, read_only)) if step]
+
+
+def _network(settings, machine: str) -> Network:
+    if not (settings.private_net or settings.network_namespace_path):
+        return Network()
+    from ..supervisor.network import NetworkPlan, open_netns
+    plan = NetworkPlan.from_settings(settings, machine)
+    netns_fd = open_netns(settings.network_namespace_path) if settings.network_namespace_path \
+        else None
+    return Network(plan, netns_fd, settings.private_net)
+
+
+def _registration(settings, machine: Machine, tree: Tree, userns, cleanups: list):
+    """machined's registration (checked now, done by the supervisor) and, without a user
+    namespace, the container end of machinectl bind's tunnel."""
+    if settings.register != "yes":
+        return None, None
+    from ..supervisor.register import Registration
+    registration = Registration.from_settings(settings, machine.name, machine.uuid, tree.root)
+    if userns is not None:
+        return registration, None
+    from ..supervisor import propagate
+    return registration, propagate.setup(machine.name, cleanups)
+
+
+def _host() -> Host:
+    return Host(host_os_env(), next((p for p in ("/etc/os-release", "/usr/lib/os-release")
+                                     if os.path.exists(p)), None), passed_sockets())
+
+
+def load_credentials(settings) -> tuple:
+    credentials = list(settings.set_credential)
+    for name, path in settings.load_credential:
+        try:
+            with open(path, "rb") as f:
+                credentials.append((name, f.read()))
+        except OSError as e:
+            raise UserError(f"Failed to read credential '{name}' from {path}: {e.strerror}") from None
+    return tuple(credentials)
+
+
+def passed_sockets() -> int:
+    """Socket activation: the fds our service manager passed us (from 3 on) go on to PID 1."""
+    try:
+        if int(os.environ.get("LISTEN_PID", "0")) != os.getpid():
+            return 0
+        count = int(os.environ.get("LISTEN_FDS", "0"))
+    except ValueError:
+        return 0
+    for fd in range(3, 3 + count):
+        os.set_inheritable(fd, True)
+    return count
+
+
+def host_os_env() -> dict:
+    """container_host_{id,version_id,build_id,variant_id} from the host's os-release."""
+    wanted = {"ID", "VERSION_ID", "BUILD_ID", "VARIANT_ID"}
+    env = {}
+    for path in ("/etc/os-release", "/usr/lib/os-release"):
+        try:
+            with open(path) as f:
+                for line in f:
+                    key, _, value = line.strip().partition("=")
+                    if key in wanted:
+                        env[f"container_host_{key.lower()}"] = value.strip("\"'")
+            return env
+        except OSError:
+            continue
+    return env

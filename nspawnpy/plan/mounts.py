@@ -1,0 +1,82 @@
+"""The custom mounts (--bind, --bind-ro, --tmpfs, --overlay, --overlay-ro, --inaccessible)
+as mount ops, sorted by destination, and the host directories they need: an empty bind
+source or a temporary overlay upper layer lives in one scratch directory below /var/tmp,
+made only when some mount needs it; an overlay's work dir goes next to its upper layer.
+
+Runs in: the host side, before clone; PID 1 executes the ops (pid1/mounts.py).
+"""
+
+import os
+
+from ..errors import UserError
+from ..linux import MS_NODEV
+from ..pid1 import mounts as m
+from ..pid1.fsplan import MS_STRICTATIME
+
+
+class Scratch:
+    """The scratch directory, made on first use; its removal is registered on `cleanups`."""
+
+    def __init__(self, cleanups: list):
+        self.cleanups, self.path = cleanups, None
+
+    def entry(self, name: str) -> str:
+        if self.path is None:
+            import shutil
+            import tempfile
+            path = self.path = tempfile.mkdtemp(prefix="nspawnpy-", dir="/var/tmp")
+            self.cleanups.append(lambda: shutil.rmtree(path, ignore_errors=True))
+        return f"{self.path}/{name}"
+
+
+def custom_mounts(settings, cleanups: list) -> tuple:
+    """The ops for the custom mounts, so that a mount below another one lands on top of it.
+    Host directories made for them are removed by `cleanups`."""
+    scratch = Scratch(cleanups)
+    ops = []
+    for read_only, specs in ((False, settings.bind), (True, settings.bind_ro)):
+        for source, dest, options in specs:
+            if {"idmap", "rootidmap", "owneridmap"} & set(options):
+                raise UserError(f"Bind mount {dest}: ID-mapped bind mounts (idmap, rootidmap, "
+                                "owneridmap) are not supported by nspawnpy yet.")
+            in_container = source.startswith("+")
+            if source == "":
+                source = scratch.entry(f"bind{len(ops)}")
+                os.makedirs(source, exist_ok=True)
+            elif in_container:
+                source = source[1:]
+            ops.append(m.Bind(source, dest, read_only=read_only, recursive="norbind" not in options,
+                              in_container=in_container))
+    for path, options in settings.tmpfs:
+        ops.append(m.Mount(path, "tmpfs", options, MS_NODEV | MS_STRICTATIME))
+    for read_only, specs in ((False, settings.overlay), (True, settings.overlay_ro)):
+        for layers, dest in specs:
+            ops.append(m.Overlay(layers, dest, read_only,
+                                 _work_dir(layers, read_only, len(ops), scratch, cleanups)))
+    for path in settings.inaccessible:
+        ops.append(m.Mask(path))
+    ops.sort(key=lambda op: op.where)
+    return tuple(ops)
+
+
+def _work_dir(layers, read_only: bool, number: int, scratch: Scratch, cleanups) -> str | None:
+    """Where a writable overlay keeps upper/work: next to a host upper layer, else scratch."""
+    if read_only or len(layers) < 2:
+        return None
+    upper = layers[-1]
+    if upper and not upper.startswith("+"):
+        return _work_dir_next_to(upper, cleanups)
+    return scratch.entry(f"overlay{number}")
+
+
+def _work_dir_next_to(upper: str, cleanups) -> str:
+    """overlayfs needs its work dir on the upper layer's file system: `.#UPPERxxxx` beside it."""
+    import shutil
+    parent, base = os.path.split(upper.rstrip("/"))
+    work = f"{parent}/.#{base}{os.urandom(8).hex()}"
+    try:
+        os.mkdir(work, 0o700)
+    except OSError as e:
+        raise UserError(f"Failed to create overlay work directory {work}: {e.strerror}") from None
+    cleanups.append(lambda: shutil.rmtree(work, ignore_errors=True))
+    return work
