@@ -24,7 +24,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from nspawnpy.seccomp import policy as seccomp  # noqa: E402
+from nspawnpy.pid1 import seccomp_load  # noqa: E402
+from nspawnpy.seccomp import cache, policy as seccomp  # noqa: E402
 from nspawnpy.errors import UserError  # noqa: E402
 from testhost import ScratchCgroup  # noqa: E402
 
@@ -106,6 +107,17 @@ def _unshare(flags: int) -> None:
         raise OSError(ctypes.get_errno(), "unshare")
 
 
+def install_filter(caps, allow, deny, suppress_sync, cache_dir=None) -> None:
+    """What a container start does: compile (or, with `cache_dir`, cache) on the host side,
+    then load into the process that execs the payload."""
+    policy = cache.available()
+
+    def build():
+        return seccomp.compile_filters(caps, allow, deny, suppress_sync, policy=policy)
+    key = cache.key(caps, allow, deny, suppress_sync, policy)
+    seccomp_load.load(cache.cached(cache_dir, key, build) if cache_dir else build())
+
+
 def run_filtered(caps=DEFAULT_CAPS, allow=(), deny=(), suppress_sync=False,
                  probes=PROBES, cache_dir=None) -> dict:
     """Fork, install the filter in the child, run the probes there; return {label: errno}."""
@@ -119,8 +131,7 @@ def run_filtered(caps=DEFAULT_CAPS, allow=(), deny=(), suppress_sync=False,
             namespace: dict = {}
             exec(PROBE_SOURCE, namespace)
             t0 = time.perf_counter()
-            seccomp.install_filter(set(caps), list(allow), list(deny), suppress_sync,
-                                   warn=lambda m: None, cache_dir=cache_dir)
+            install_filter(set(caps), list(allow), list(deny), suppress_sync, cache_dir)
             took = time.perf_counter() - t0
             result = namespace["probe"](probes)
             result["_install_seconds"] = took
@@ -317,24 +328,24 @@ def test_seccomp_disabled_by_environment_keeps_only_sync_suppression(monkeypatch
 
 @needs_root
 def test_cached_programs_behave_the_same(tmp_path):
-    cache = str(tmp_path / "cache")
-    first = run_filtered(allow=["bpf"], cache_dir=cache)
-    assert len(os.listdir(cache)) == 1
-    second = run_filtered(allow=["bpf"], cache_dir=cache)
+    directory = str(tmp_path / "cache")
+    first = run_filtered(allow=["bpf"], cache_dir=directory)
+    assert len(os.listdir(directory)) == 1
+    second = run_filtered(allow=["bpf"], cache_dir=directory)
     for r in (first, second):
         r.pop("_install_seconds")
     assert first == second
-    run_filtered(allow=["bpf"], deny=["fsync"], cache_dir=cache)
-    assert len(os.listdir(cache)) == 2
+    run_filtered(allow=["bpf"], deny=["fsync"], cache_dir=directory)
+    assert len(os.listdir(directory)) == 2
 
 
 def test_untrusted_cache_is_ignored(tmp_path):
-    cache = tmp_path / "cache"
-    cache.mkdir(mode=0o777)
-    os.chmod(cache, 0o777)
-    key = seccomp._cache_key(frozenset(), (), (), False, True)
-    (cache / key).write_bytes(b"")
-    assert seccomp._cache_read(str(cache), key) is None
+    directory = tmp_path / "cache"
+    directory.mkdir(mode=0o777)
+    os.chmod(directory, 0o777)
+    key = cache.key(frozenset(), (), (), False, True)
+    (directory / key).write_bytes(b"")
+    assert cache.read(str(directory), key) is None
 
 
 # -- against the real thing --

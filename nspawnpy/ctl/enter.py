@@ -13,8 +13,7 @@ import struct
 # Everything the entering processes use is imported here: after setns() the package's
 # files are out of reach (the machine's root is ours then).
 from .. import linux
-from ..pid1 import caps, exec_payload as payload
-from ..seccomp import cache as seccomp_cache
+from ..pid1 import caps, exec_payload as payload, seccomp_load
 from ..errors import UserError
 
 PR_SET_DUMPABLE = 4
@@ -187,7 +186,7 @@ def _become(sock, target, command, env, user, tty) -> None:
             env.update(HOME=account.home, USER=account.name, LOGNAME=account.name)
         argv = command or [account.shell if account else payload._root_shell()]
         if target.seccomp:
-            seccomp_cache.load(target.seccomp)
+            seccomp_load.load(target.seccomp)
         if account:
             os.setgroups(account.groups)
             os.setresgid(account.gid, account.gid, account.gid)

@@ -13,7 +13,7 @@ import struct
 
 # Everything used after pivot_root must be imported before it: the package and
 # the standard library live on the host, not in the container.
-from . import caps, stubinit
+from . import caps, seccomp_load, stubinit
 from .. import errors, linux
 
 BOOT_INITS = ("/usr/lib/systemd/systemd", "/lib/systemd/systemd", "/sbin/init")
@@ -22,9 +22,8 @@ TIOCSCTTY = 0x540E
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 
 
-def start(plan, console_pts, seccomp) -> None:
-    """Never returns. `console_pts` is /dev/console's pty inside (None with --console=pipe),
-    `seccomp` the compiled filters and their loader (pid1/main.py's compile_seccomp)."""
+def start(plan, console_pts) -> None:
+    """Never returns. `console_pts` is /dev/console's pty inside (None with --console=pipe)."""
     s = plan.settings
     linux.sethostname(plan.machine.hostname)
     if plan.network.private:
@@ -47,19 +46,18 @@ def start(plan, console_pts, seccomp) -> None:
             raise errors.UserError(f"Failed to change to working directory {s.chdir}: "
                                    f"{e.strerror}") from None
     def exec_payload():
-        _exec_payload(plan, console_pts, seccomp, user, path, argv, env)
+        _exec_payload(plan, console_pts, user, path, argv, env)
     if s.as_pid2:
         stubinit.run(exec_payload)
     exec_payload()
 
 
-def _exec_payload(plan, console_pts, seccomp, user, path, argv, env) -> None:
+def _exec_payload(plan, console_pts, user, path, argv, env) -> None:
     s = plan.settings
     attach_stdio(console_pts)
     keep_only_handed_on_fds(plan.host.listen_fds)
-    programs, load = seccomp
-    if programs:
-        load(programs)
+    if plan.seccomp:
+        seccomp_load.load(plan.seccomp)
     if user:
         os.setgroups(user.groups)
         os.setresgid(user.gid, user.gid, user.gid)

@@ -67,7 +67,6 @@ def _prepare(plan, channels) -> None:
     write_run_host(plan, channels.notify, root)
     for op in fsplan.final_mounts():
         op.execute(root)
-    seccomp = compile_seccomp(settings, plan.kept_caps)
     if settings.volatile == "state":
         mounts.bind_remount(root, MS_RDONLY)
     fds = [master] if master is not None else []
@@ -84,7 +83,7 @@ def _prepare(plan, channels) -> None:
     pivot(root)
     if plan.mounts.tunnel:
         tunnel.share_mounts()
-    payload.start(plan, console_pts, seccomp)
+    payload.start(plan, console_pts)
 
 
 def make_read_only(root: str) -> None:
@@ -122,21 +121,6 @@ def become_root(root: str) -> str:
 def _socket_cmsg_space() -> int:
     import _socket
     return _socket.CMSG_SPACE(4)
-
-
-def compile_seccomp(settings, kept_caps: int):
-    """nspawn's filters, compiled before pivot_root (libseccomp lives on the host) and
-    here rather than in the supervisor, which stays small. A cached build needs neither
-    libseccomp nor the syscall tables."""
-    from ..seccomp import cache as seccomp_cache
-    caps = {i for i in range(64) if kept_caps >> i & 1}
-    allow, deny = settings.syscall_allow, settings.syscall_deny
-    if allow and seccomp_cache.available():
-        from ..seccomp import policy as seccomp
-        for message in seccomp.plan_warnings(allow, deny):
-            os.write(2, (message + "\n").encode())
-    programs = seccomp_cache.programs_for(caps, allow, deny, settings.suppress_sync)
-    return programs, (seccomp_cache.load if programs else None)
 
 
 def setup_root(plan, idmapped_root) -> str:

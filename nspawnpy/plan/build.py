@@ -40,6 +40,7 @@ def _build(settings, cleanups: list) -> ContainerPlan:
                       os.environ.get("SYSTEMD_NSPAWN_CONTAINER_SERVICE", SERVICE))
     console = _console(settings)
     kept_caps = trees.kept_capabilities(settings)
+    seccomp = seccomp_filters(settings, kept_caps)
     from .mounts import custom_mounts
     custom = custom_mounts(settings, cleanups)
     credentials = load_credentials(settings)
@@ -53,7 +54,7 @@ def _build(settings, cleanups: list) -> ContainerPlan:
                     tunnel_step is not None)
     return ContainerPlan(settings=settings, tree=tree, machine=machine, console=console,
                          mounts=mounts, network=network, host=_host(), userns=userns,
-                         kept_caps=kept_caps, credentials=credentials,
+                         kept_caps=kept_caps, seccomp=seccomp, credentials=credentials,
                          registration=registration, cleanups=cleanups)
 
 
@@ -80,6 +81,19 @@ def _tree(settings, cleanups: list) -> tuple[Tree, str]:
         ephemeral_dir = ephemeral_layer(root, cleanups)
         machine = f"{machine}-{os.urandom(8).hex()}"[:64]
     return Tree(root, lock_fd, ephemeral_dir), machine
+
+
+def seccomp_filters(settings, kept_caps: int) -> tuple:
+    """nspawn's filters for the payload, compiled here, where libseccomp is (PID 1 only loads
+    them). A cached build needs neither libseccomp nor the syscall tables."""
+    from ..seccomp import cache
+    allow, deny = settings.syscall_allow, settings.syscall_deny
+    if allow and cache.available():
+        from ..seccomp import policy
+        for message in policy.plan_warnings(allow, deny):
+            os.write(2, (message + "\n").encode())
+    caps = {i for i in range(64) if kept_caps >> i & 1}
+    return tuple(cache.programs_for(caps, allow, deny, settings.suppress_sync))
 
 
 def _console(settings) -> Console:

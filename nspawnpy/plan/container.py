@@ -64,6 +64,7 @@ class ContainerPlan(Record):
     network: Network
     host: Host
     kept_caps: int                     # the payload's capability bounding set
+    seccomp: tuple = ()                # compiled filters: (BPF program, fatal message or None)
     credentials: tuple = ()            # (name, bytes) pairs
     userns: object = None              # supervisor.userns.Userns, or None
     registration: object = None        # supervisor.register.Registration, or None

@@ -1,2 +1,2 @@
 """The payload's seccomp filters: nspawn's policy, the syscall groups and the compiled-filter
-cache. Runs in PID 1 before pivot_root."""
+cache. Runs on the host side before clone; PID 1 only loads the result (pid1/seccomp_load.py)."""

@@ -1,19 +1,18 @@
-"""Loading compiled seccomp filters, and the on-disk cache of them.
+"""The payload's compiled seccomp filters, from the on-disk cache or compiled (and cached).
 
 Compiling nspawn's policy with libseccomp takes ~25 ms; a container start whose
 filters are cached only needs this small module (no syscall tables, no libseccomp):
 the cache key names the inputs plus the identity of the code and tables that made
 the programs (policy.py, groups.py) and of the installed libseccomp.
 
-Runs in: PID 1, before pivot_root (key, cache, load).
+Runs in: the host side before clone (plan/build.py), and nspawnpyctl attach; the filters
+are loaded by pid1/seccomp_load.py.
 """
 
 import os
 
 DEFAULT_CACHE_DIR = "/run/nspawnpy/seccomp"
 FORMAT = 2
-# Errors on which nspawn gives up instead of skipping an architecture.
-LOAD_FATAL = {12, 1, 13, 14}   # ENOMEM EPERM EACCES EFAULT
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -28,28 +27,6 @@ def available() -> bool:
         return False
     # PR_SET_SECCOMP, SECCOMP_MODE_FILTER with a NULL program fails with EFAULT iff supported.
     return libc.prctl(22, 2, None, 0, 0) < 0 and ctypes.get_errno() == 14
-
-
-def load(programs) -> None:
-    """Load compiled (BPF program, fatal message or None) pairs into this process, in order.
-
-    Like nspawn: ENOMEM/EPERM/EACCES/EFAULT are fatal for filters that carry a
-    message; any other failure skips that one architecture's filter.
-    """
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    class SockFprog(ctypes.Structure):
-        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
-
-    for code, fatal in programs:
-        prog = SockFprog(len(code) // 8, code)
-        if libc.prctl(22, 2, ctypes.byref(prog), 0, 0) < 0:   # PR_SET_SECCOMP, MODE_FILTER
-            err = ctypes.get_errno()
-            if fatal is not None and err in LOAD_FATAL:
-                from ..errors import UserError
-                raise UserError(f"{fatal}: {os.strerror(err)}")
 
 
 def _identity(path: str) -> str:

@@ -29,7 +29,6 @@ Runs in: PID 1, before pivot_root, only when the filters are not cached.
 from __future__ import annotations
 
 import os
-import sys
 
 if False:  # annotations only: importing typing costs ~5 ms on the container start path
     from collections.abc import Callable, Iterable
@@ -37,14 +36,11 @@ if False:  # annotations only: importing typing costs ~5 ms on the container sta
 from ..errors import UserError
 # Loading, availability and the on-disk cache need none of the tables below: they live in
 # seccomp_cache, which a container start with a cached filter imports instead of this module.
-from .cache import (DEFAULT_CACHE_DIR, available as seccomp_available,  # noqa: F401
-                    cached as _cached, key as _cache_key, load as load_filters,
-                    read as _cache_read)
 from .groups import DESCRIPTIONS, GROUPS
 
 __all__ = [
     "GROUPS", "DESCRIPTIONS", "NSPAWN_ALLOW_LIST", "LOCAL_ARCHS",
-    "expand", "plan", "validate_names", "install_filter", "compile_filters", "load_filters",
+    "expand", "plan", "validate_names", "compile_filters",
 ]
 
 
@@ -201,26 +197,6 @@ def validate_names(names: Iterable[str]) -> None:
 Program = "tuple[bytes, str | None]"
 
 
-def install_filter(caps: set[int], allow: list[str], deny: list[str], suppress_sync: bool,
-                   *, warn: Callable[[str], None] | None = None,
-                   cache_dir: str | None = DEFAULT_CACHE_DIR) -> None:
-    """Install nspawn's seccomp filters into the calling process (irreversible).
-
-    Call it in the payload process after the capability bounding set is final
-    and right before exec.  Warnings (unknown @groups in `allow`) go to `warn`,
-    stderr by default.  Fatal errors raise UserError.  Compiled programs are
-    cached in `cache_dir` (root-only, on tmpfs); None compiles every time.
-    """
-    if warn is None:
-        def warn(message: str) -> None:
-            sys.stderr.write(message + "\n")
-    policy = seccomp_available()
-    for message in plan_warnings(allow, deny) if policy else ():
-        warn(message)
-    load_filters(compile_filters(caps, allow, deny, suppress_sync, policy=policy,
-                                 cache_dir=cache_dir))
-
-
 def plan_warnings(allow: Iterable[str], deny: Iterable[str]) -> list[str]:
     """nspawn's warnings for unknown @groups in the allow list, per architecture."""
     unknown = plan((), allow, deny)[2]
@@ -233,8 +209,7 @@ def _local_archs() -> tuple[str, ...]:
 
 
 def compile_filters(caps: Iterable[int], allow: Iterable[str], deny: Iterable[str],
-                    suppress_sync: bool, *, policy: bool = True,
-                    cache_dir: str | None = None) -> list[Program]:
+                    suppress_sync: bool, *, policy: bool = True) -> list[Program]:
     """The BPF programs nspawn would load, in order (libseccomp does the compiling).
 
     `policy` False leaves out the allow-list and audit filters (seccomp unavailable
@@ -242,9 +217,6 @@ def compile_filters(caps: Iterable[int], allow: Iterable[str], deny: Iterable[st
     """
     caps = frozenset(caps)
     allow, deny = tuple(allow), tuple(deny)
-    if cache_dir is not None:
-        return _cached(cache_dir, _cache_key(caps, allow, deny, suppress_sync, policy),
-                       lambda: compile_filters(caps, allow, deny, suppress_sync, policy=policy))
     lib = _lib()
     archs = [_ARCH.get(a, 0) for a in _local_archs()]
     programs: list[Program] = []
