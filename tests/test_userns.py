@@ -251,3 +251,18 @@ def test_nspawn_and_nspawnpy_never_hand_out_the_same_range(busybox_root, tmp_pat
     finally:
         cgroup.remove()
     wait_for(lambda: leftovers() == [] and no_locks(base), timeout=15)
+
+
+def test_U_binds_a_host_source_that_only_host_root_can_reach(busybox_root, systemd_nspawn):
+    """A --bind source inside a 0700 directory: nspawn binds it as the host's root; our PID 1
+    opens it before it becomes the namespace's root (which may not enter that directory)."""
+    private = busybox_root.parent / "private"
+    (private / "src").mkdir(parents=True)
+    private.chmod(0o700)
+    (private / "src/file").write_text("seen\n")
+    show = ["-U", f"--bind-ro={private / 'src'}:/mnt/src", "/bin/cat", "/mnt/src/file"]
+    ours = run(busybox_root, *show)
+    assert (ours.returncode, ours.stdout) == (0, "seen\n"), ours.stderr
+    theirs = systemd_nspawn(["--register=no", "--keep-unit", "-q", "-D", str(busybox_root), *show])
+    assert (theirs.returncode, theirs.stdout) == (ours.returncode, ours.stdout)
+    assert leftovers(busybox_root.parent) == []

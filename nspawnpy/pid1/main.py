@@ -55,13 +55,15 @@ def _prepare(plan, channels) -> None:
     root = setup_root(plan, idmapped_root)
     if settings.read_only:
         make_read_only(root)
+    custom = list(plan.mounts.custom)
     if plan.userns is not None:
+        custom = mounts.open_host_sources(custom)
         root = become_root(root)
     if settings.pivot_root:
         root = pivot_inner(root, *settings.pivot_root)
     from . import fsplan
     for op in fsplan.api_mounts(plan.network.private, plan.userns is not None,
-                                channels.sysfs_fd) + list(plan.mounts.custom):
+                                channels.sysfs_fd) + custom:
         op.execute(root)
     master, console_pts = setup_console(plan, root) if plan.console.mode != "pipe" else (None, None)
     write_run_host(plan, channels.notify, root)

@@ -9,6 +9,7 @@ Runs in: PID 1, before pivot_root (execute); the ops are built on the host side 
 1.
 """
 
+import copy
 import os
 
 from .. import linux
@@ -71,13 +72,31 @@ class Mount(Op):
 
 class Bind(Op):
     """Bind `source` (a host path, or a container path with '+') onto `where`."""
+    opened_source = None   # /proc/self/fd/N of the host source, see with_host_source_open()
 
     def __init__(self, source, where, read_only=False, recursive=True, in_container=False):
         self.source, self.where, self.read_only = source, where, read_only
         self.recursive, self.in_container = recursive, in_container
 
+    def with_host_source_open(self) -> "Bind":
+        """This bind, its host source opened while PID 1 still has the host's root identity:
+        under -U it becomes the namespace's root, which may not enter the private directories
+        the source sits in (nspawn binds those fine)."""
+        if self.in_container:
+            return self
+        try:
+            fd = os.open(self.source, os.O_PATH | os.O_CLOEXEC)
+        except OSError:
+            return self   # execute() reports it
+        opened = copy.copy(self)
+        opened.opened_source = f"/proc/self/fd/{fd}"
+        return opened
+
     def execute(self, root):
-        source = under(root, self.source) if self.in_container else self.source
+        if self.in_container:
+            source = under(root, self.source)
+        else:
+            source = self.opened_source or self.source
         target = under(root, self.where)
         try:
             is_dir = os.path.isdir(source)
@@ -89,6 +108,11 @@ class Bind(Op):
         linux.mount(source, target, None, MS_BIND | (MS_REC if self.recursive else 0))
         if self.read_only:
             bind_remount(target, MS_RDONLY)
+
+
+def open_host_sources(ops: list) -> list:
+    """*ops* with the host sources of their binds opened (before leaving the host's identity)."""
+    return [op.with_host_source_open() if isinstance(op, Bind) else op for op in ops]
 
 
 class ReadOnly(Op):
