@@ -34,19 +34,44 @@ import pytest
 import conftest
 import escape_probe as probe
 import rootfs
+from conftest import skip_unless
 from testhost import ScratchCgroup, clean_nspawn_runtime, leftovers, systemd_nspawn
 
 PYTHON = "/usr/bin/python3"
 MODES = {"default": [], "userns": ["-U"]}
-GROUP_ARGS = {"main": [], "privnet": ["--private-network"], "stub": ["-a"], "tty": [],
+GROUP_ARGS = {"control": [], "main": [], "privnet": ["--private-network"], "stub": ["-a"], "tty": [],
               "reboot-poweroff": [], "reboot-restart": []}
 CANARY_TEXT = "canary\n"
 GROUP_TIMEOUT = 90
+# Attempts that must escape when the probe runs with no container around it (only a chroot
+# with the host's /proc): shows that the probe and the host checks do see escapes.
+CONTROL_ESCAPES = ("chroot_break_classic", "chroot_break_fd", "inherited_fds",
+                   "open_by_handle_fs_root", "name_to_handle_and_open_host_file",
+                   "ptrace_host_pid", "kill_host_pid",
+                   "keyctl_host_keyring", "abstract_socket_to_host", "cgroup_release_agent",
+                   "cgroup_outside_subtree", "mknod_kmsg_write")
 CASES = [(name, group) for name, att in probe.ATTEMPTS.items() for group in att.groups]
 
 # What systemd-nspawn 252 itself lets root do without -U (run with --register=no, so machined
 # applies no device policy): the suite accepts these from nspawnpy only when it cannot compare.
 NSPAWN_252_ESCAPES = {
+    ("mknod_kmsg_write", "main", "default"): "CAP_MKNOD and no device policy",
+    ("host_disk_mount", "main", "default"): "CAP_MKNOD, CAP_SYS_ADMIN, no device policy",
+    ("proc_mount_fresh_rw", "main", "default"): "a new proc has a writable /proc/sys",
+    ("sysfs_mount_fresh_rw", "main", "default"): "a new sysfs is writable",
+    ("remount_proc_sys_rw", "main", "default"): "read-only binds are not locked without -U",
+    ("remount_sys_rw", "main", "default"): "read-only binds are not locked without -U",
+    ("umount_proc_masks", "main", "default"): "mounts are not locked without -U",
+    ("cgroup_release_agent", "main", "default"): "a new cgroup v1 mount shows the host's root",
+    ("cgroup_outside_subtree", "main", "default"): "a new cgroup v1 mount shows the host's root",
+    ("abstract_socket_to_host", "main", "default"): "the host's network namespace is shared",
+    ("abstract_socket_to_host", "main", "userns"): "the host's network namespace is shared",
+}
+# Known differences that belong to another part of issue 9 (the suite shows them as xfail).
+KNOWN_WORSE = {
+    ("remount_sys_rw", "main", "userns"):
+        "issue 9 item 11: the supervisor's sysfs is attached after the mount namespace was "
+        "copied into the user namespace, so its read-only flag is not locked",
 }
 
 
@@ -306,6 +331,10 @@ class GroupRun:
 
 
 def tool_command(tool: str, tree: Path, host: Host, mode: str, group: str) -> list[str]:
+    if tool == "chroot":   # no container at all: the control run
+        return ["unshare", "--mount", "--propagation=private", "sh", "-c",
+                'mount --bind /proc "$0/proc" && exec chroot "$0" "$@"', str(tree),
+                PYTHON, "/escape-probe.py", group, *CONTROL_ESCAPES]
     exe = [PYTHON, "-m", "nspawnpy"] if tool == "nspawnpy" else [systemd_nspawn()]
     return [*exe, "--register=no", "--keep-unit", "-q", "-D", str(tree),
             f"--bind-ro={host.hostbin}:/escape-host", *MODES[mode], *GROUP_ARGS[group],
@@ -443,16 +472,27 @@ def _id(case):
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("name,group", CASES, ids=map(_id, CASES))
-def test_attempt_ends_no_worse_than_under_nspawn(runs, name, group, mode):
+def test_attempt_ends_no_worse_than_under_nspawn(runs, name, group, mode, request):
+    if (name, group, mode) in KNOWN_WORSE:
+        request.applymarker(pytest.mark.xfail(reason=KNOWN_WORSE[name, group, mode]))
     ours, ours_detail = runs.outcome("nspawnpy", mode, group, name)
     if not systemd_nspawn():
-        allowed = NSPAWN_252_ESCAPES.get((name, mode))
+        allowed = NSPAWN_252_ESCAPES.get((name, group, mode))
         assert ours != probe.ESCAPED or allowed, f"escaped under nspawnpy: {ours_detail}"
         return
     theirs, theirs_detail = runs.outcome("nspawn", mode, group, name)
     assert probe.RANK[ours] <= probe.RANK[theirs], (
         f"{name} ({mode}): nspawnpy {ours} ({ours_detail}), "
         f"systemd-nspawn {theirs} ({theirs_detail})")
+
+
+def test_probe_sees_escapes_without_a_container(runs):
+    """The control: in a plain chroot (host namespaces, all capabilities, no seccomp) the
+    attempts that the host checks can see do escape."""
+    skip_unless(shutil.which("unshare") and shutil.which("chroot"), "unshare/chroot missing")
+    control = runs.get("chroot", "default", "control")
+    outcomes = {name: control.results.get(name, ("missing", "")) for name in CONTROL_ESCAPES}
+    assert {n: o for n, (o, _) in outcomes.items() if o != probe.ESCAPED} == {}, outcomes
 
 
 @pytest.mark.parametrize("mode", MODES)
