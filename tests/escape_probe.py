@@ -42,6 +42,7 @@ CONFIG = "/escape-config.json"
 REPORT_FIFO = "/escape-report"
 ACK_FIFO = "/escape-ack"
 REBOOT_MARKER = "/escape-rebooted"
+READ_ONLY_MARKER = "/escape-read-only-written"
 PRINTK_BURST = "kernel/printk_ratelimit_burst"
 RCU_EXPEDITED = "kernel/rcu_expedited"
 NS_TYPES = ("mnt", "pid", "net", "uts", "ipc", "user", "cgroup", "time")
@@ -106,6 +107,11 @@ def verdict(err, success=ESCAPED):
     if err == 0:
         return success
     return REFUSED if err in DENIALS else REACHED
+
+
+def contained(err):
+    """(outcome, detail) of a call whose success stays inside the container's namespaces."""
+    return verdict(err, REACHED), errname(err)
 
 
 def worst(*outcomes):
@@ -285,57 +291,48 @@ def usermode_helper_core_pattern(cfg):
     return verdict(err), errname(err)
 
 
-@attempt()
-def dev_mem_read(cfg):
-    """mknod /dev/mem (c 1:1) and read it"""
-    fd, detail, failed = open_device("mem", 0o20600, os.makedev(1, 1), os.O_RDONLY)
+def use_device(name, mode, dev, flags, use):
+    """mknod + open + *use*(fd): escaped if all of it works."""
+    fd, detail, failed = open_device(name, mode, dev, flags)
     if fd is None:
         return failed, detail
     try:
-        os.pread(fd, 16, 0)
-        return ESCAPED, detail + ", read ok"
+        use(fd)
+        return ESCAPED, detail + ", used it"
     except OSError as e:
-        return REACHED, detail + f", read: {errname(e.errno)}"
+        return REACHED, detail + f", use: {errname(e.errno)}"
     finally:
         os.close(fd)
+
+
+@attempt()
+def dev_mem_read(cfg):
+    """mknod /dev/mem (c 1:1) and read it"""
+    return use_device("mem", 0o20600, os.makedev(1, 1), os.O_RDONLY,
+                      lambda fd: os.pread(fd, 16, 0))
 
 
 @attempt()
 def dev_kmsg_write(cfg):
     """write a marker to the container's /dev/kmsg (escaped if it lands in the host's log)"""
     err = write_file("/dev/kmsg", f"nspawnpy-escape-{cfg['token']} {CURRENT}\n")
-    return (REACHED if err == 0 else verdict(err)), errname(err)
+    return contained(err)
 
 
 @attempt()
 def mknod_kmsg_write(cfg):
     """mknod the kernel log device (c 1:11) and write a marker to it"""
-    fd, detail, failed = open_device("kmsg", 0o20600, os.makedev(1, 11), os.O_WRONLY)
-    if fd is None:
-        return failed, detail
-    try:
-        os.write(fd, f"nspawnpy-escape-{cfg['token']} {CURRENT}\n".encode())
-        return ESCAPED, detail + ", write ok"
-    except OSError as e:
-        return REACHED, detail + f", write: {errname(e.errno)}"
-    finally:
-        os.close(fd)
+    marker = f"nspawnpy-escape-{cfg['token']} {CURRENT}\n".encode()
+    return use_device("kmsg", 0o20600, os.makedev(1, 11), os.O_WRONLY,
+                      lambda fd: os.write(fd, marker))
 
 
 @attempt()
 def host_disk_read(cfg):
     """mknod the host's root block device and read its first sector"""
     major, minor = cfg["host_disk"]
-    fd, detail, failed = open_device("disk", 0o60600, os.makedev(major, minor), os.O_RDONLY)
-    if fd is None:
-        return failed, detail
-    try:
-        os.pread(fd, 512, 0)
-        return ESCAPED, detail + ", read ok"
-    except OSError as e:
-        return REACHED, detail + f", read: {errname(e.errno)}"
-    finally:
-        os.close(fd)
+    return use_device("disk", 0o60600, os.makedev(major, minor), os.O_RDONLY,
+                      lambda fd: os.pread(fd, 512, 0))
 
 
 @attempt()
@@ -371,14 +368,14 @@ def proc_sys_global_write(cfg):
 def proc_sys_hostname(cfg):
     """write kernel.hostname through /proc/sys (escaped if the host's name changes)"""
     err = write_file("/proc/sys/kernel/hostname", f"esc-{cfg['token']}")
-    return (REACHED if err == 0 else verdict(err)), errname(err)
+    return contained(err)
 
 
 @attempt()
 def sethostname(cfg):
     """sethostname(2) (escaped if the host's name changes)"""
     _, err = try_os(socket.sethostname, f"esc-{cfg['token']}")
-    return (REACHED if err == 0 else verdict(err)), errname(err)
+    return contained(err)
 
 
 @attempt()
@@ -444,6 +441,26 @@ def remount_sys_rw(cfg):
     err = remount_rw("/sys")
     outcome, detail = write_global_knobs(proc="/nonexistent")
     return worst(verdict(err, REACHED), outcome), f"remount: {errname(err)}; {detail}"
+
+
+@attempt()
+def remount_bind_ro_rw(cfg):
+    """remount the --bind-ro host directory read-write and write to a world-writable file in it"""
+    private_mount_ns()
+    err = remount_rw("/escape-host")
+    wrote = write_file("/escape-host/world-writable", f"written by {CURRENT}\n")
+    return worst(verdict(err, REACHED), verdict(wrote)), \
+        f"remount: {errname(err)}, write: {errname(wrote)}"
+
+
+@attempt("readonly")
+def remount_read_only_root_rw(cfg):
+    """with --read-only, remount / read-write and write to the tree"""
+    private_mount_ns()
+    err = remount_rw("/")
+    _, wrote = try_os(os.open, READ_ONLY_MARKER, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    return worst(verdict(err, REACHED), verdict(wrote)), \
+        f"remount: {errname(err)}, write: {errname(wrote)}"
 
 
 @attempt()
@@ -668,7 +685,7 @@ def kill_every_process(cfg):
         return (ESCAPED, "in the host's PID namespace") if in_host_pid_ns(cfg) else \
                (REFUSED, "skipped: the probe is not PID 1")
     _, err = try_os(os.kill, -1, 9)
-    return (REACHED if err == 0 else verdict(err)), errname(err)
+    return contained(err)
 
 
 def host_namespaces_not_joined(cfg):
@@ -775,6 +792,30 @@ def exe_host_binary(cfg):
     if writable:
         return ESCAPED, f"writable host binary: {writable}"
     return (REACHED if found else REFUSED), f"host binaries visible: {found}"
+
+
+@attempt("main", "stub")
+def map_files_host_library(cfg):
+    """open for writing (nothing is written) a file mapped by a visible process that is not
+    the container's file of that name: a host library of a stub init, via /proc/PID/map_files"""
+    found, writable = [], []
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        entries, _ = try_os(os.listdir, f"/proc/{pid}/map_files")
+        for entry in entries or ():
+            link = f"/proc/{pid}/map_files/{entry}"
+            st, _ = try_os(os.stat, link)
+            name = describe_fd(link)
+            mine, _ = try_os(os.stat, name)
+            if st is None or (mine is not None and same_file(mine, [st.st_dev, st.st_ino])):
+                continue
+            found.append(name)
+            fd, _ = try_os(os.open, link, os.O_WRONLY | os.O_CLOEXEC)
+            if fd is not None:
+                os.close(fd)
+                writable.append(name)
+    if writable:
+        return ESCAPED, f"writable: {sorted(set(writable))}"
+    return (REACHED if found else REFUSED), f"foreign mapped files: {sorted(set(found))}"
 
 
 # ---------------------------------------------------------------------------------------------
