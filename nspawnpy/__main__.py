@@ -10,6 +10,8 @@ from .errors import UserError
 
 
 def main(argv=None) -> int:
+    from .supervisor import signals
+    signals.catch()  # first: a SIGTERM at any moment of set-up still ends in a full teardown
     argv = sys.argv[1:] if argv is None else argv
     try:
         from .config import cli

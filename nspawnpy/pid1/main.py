@@ -29,6 +29,7 @@ def run(plan, channels) -> None:
     try:
         linux.prctl(linux.PR_SET_PDEATHSIG, SIGKILL)
         import _signal
+        _signal.set_wakeup_fd(-1)  # the supervisor's signal queue is not ours
         for sig in (SIGPIPE, SIGXFSZ, 2, 15, 1, 28):
             _signal.signal(sig, _signal.SIG_DFL)
         _prepare(plan, channels)

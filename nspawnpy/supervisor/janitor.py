@@ -40,8 +40,10 @@ class Janitor:
 def _watch(read_end: int, cleanups: list, pidfd: int) -> None:
     import _signal
     import select
+    from . import signals
     try:
         os.setsid()
+        signals.forget()
         for sig in (1, 2, 15):
             _signal.signal(sig, _signal.SIG_IGN)
         message = os.read(read_end, 1)

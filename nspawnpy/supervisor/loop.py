@@ -105,7 +105,6 @@ class Supervisor:
         self.terminating = False
         self.notifier = None
         self.child_error = None
-        self.wake_pipe = ()
         self.network = None
 
     def run(self) -> int:
@@ -119,11 +118,19 @@ class Supervisor:
             self.teardown()
         return status
 
-    def kill(self) -> None:
+    def signal(self, signum: int) -> None:
+        """Signal PID 1 through its pidfd: never another process that got its PID."""
+        import _signal
         try:
-            os.kill(self.pid, SIGKILL)
+            _signal.pidfd_send_signal(self.pidfd, signum)
+        except ProcessLookupError:
+            pass
+
+    def kill(self) -> None:
+        self.signal(SIGKILL)
+        try:
             os.waitpid(self.pid, 0)
-        except (ProcessLookupError, ChildProcessError):
+        except ChildProcessError:
             pass
 
     def teardown(self) -> None:
@@ -139,12 +146,7 @@ class Supervisor:
         """This run's descriptors end with it: a reboot in place starts from none of them."""
         if self.relay:
             self.relay.close()
-        if self.wake_pipe:
-            import _signal
-            _signal.set_wakeup_fd(-1)
-        for fd in (self.pidfd, *self.wake_pipe):
-            os.close(fd)
-        self.wake_pipe = ()
+        os.close(self.pidfd)
         self.sync.close()
         self.notify.close()
 
@@ -220,13 +222,10 @@ class Supervisor:
             self.notifier = Notifier(self.pid, self.settings.notify_ready)
 
     def wait(self) -> int:
-        import _signal
         import select
         import time
-        self.wake_pipe = wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        _signal.set_wakeup_fd(wake_w)
-        for sig in (SIGTERM, SIGINT, SIGWINCH, SIGHUP):
-            _signal.signal(sig, _ignore_signal)
+        from . import signals
+        wake_r = signals.catch()  # caught since main() started; queued ones are handled now
         poller = select.poll()
         poller.register(self.pidfd, select.POLLIN)
         poller.register(wake_r, select.POLLIN)
@@ -260,7 +259,6 @@ class Supervisor:
                         self.drain(relay)
                         if not self.settings.quiet:
                             relay.end_line()
-                    _signal.set_wakeup_fd(-1)
                     self.on_sync(poller)
                     if self.child_error:
                         raise UserError(self.child_error)
@@ -273,11 +271,11 @@ class Supervisor:
                         rearm_at = time.monotonic() + HANGUP_RETRY
                 elif relay and fd == 0:
                     if relay.input(time.monotonic()):
-                        os.kill(self.pid, SIGKILL)
+                        self.signal(SIGKILL)
                     if not relay.input_open:
                         poller.unregister(0)
                 elif fd == wake_r:
-                    for signum in os.read(wake_r, 64):
+                    for signum in signals.take():
                         self.on_signal(signum)
                 elif fd == self.notify.fileno():
                     self.on_notify()
@@ -319,9 +317,9 @@ class Supervisor:
             log("Trying to halt container. Send SIGTERM again to trigger immediate termination.")
             if self.notifier:
                 self.notifier.stopping()
-            os.kill(self.pid, kill_signal)
+            self.signal(kill_signal)
         else:
-            os.kill(self.pid, SIGKILL)
+            self.signal(SIGKILL)
 
     def on_notify(self) -> None:
         import _socket
@@ -359,6 +357,3 @@ class Supervisor:
         log(f"Container {name} terminated by signal {signal_name(sig)}.")
         return 1
 
-
-def _ignore_signal(signum, frame):
-    """Handled from the wake-up pipe in the poll loop."""

@@ -1,0 +1,152 @@
+"""SIGTERM (systemctl stop) at any moment of set-up — -U chown, network, cgroup split, boot —
+ends as with nspawn: the container is stopped, the exit status is nspawn's and nothing is left
+behind. Each start mode is stopped at many random moments after nspawnpy caught its signals.
+"""
+
+import os
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+import testhost
+from conftest import PYTHON, REPO, leftovers, skip_unless, wait_for
+
+RUNS_PER_MODE = 12
+SIGTERM_BIT = 1 << (signal.SIGTERM - 1)
+
+
+def catches_sigterm(pid: int) -> bool:
+    """The tool has taken charge of SIGTERM: caught (nspawnpy's main()) or blocked (nspawn)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(("SigCgt:", "SigBlk:")) and int(line.split()[1], 16) & SIGTERM_BIT:
+                    return True
+    except FileNotFoundError:
+        pass
+    return False
+
+
+def locked_the_tree(pid: int, root: Path) -> bool:
+    """nspawnpy took the tree's flock, early in set-up (before the container exists)."""
+    inode = os.stat(root).st_ino
+    with open("/proc/locks") as f:
+        return any(fields[4] == str(pid) and fields[5].endswith(f":{inode}")
+                   for fields in (line.split() for line in f) if len(fields) > 5)
+
+
+def processes_running(marker: str) -> list[int]:
+    """Processes whose command line contains *marker* (the payload's unique argument)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if marker.encode() in f.read():
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+def own_leftovers(root: Path) -> list[str]:
+    """leftovers() that belong to this tree's machine (other helpers' tests run meanwhile)."""
+    machine = root.name
+    return [item for item in leftovers() if machine in item or str(root) in item]
+
+
+def stop_during_setup(root: Path, args: list[str], within: float, marker: str):
+    """Start nspawnpy, SIGTERM it at a random moment in the first *within* seconds after it
+    locked the tree (again after 3 s if the payload ignored the kill signal)."""
+    p = subprocess.Popen([PYTHON, "-m", "nspawnpy", "--register=no", "-q", *args, "-D", str(root),
+                          "/bin/sleep", marker], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    wait_for(lambda: locked_the_tree(p.pid, root) or p.poll() is not None, step=0.001)
+    time.sleep(random.uniform(0, within))
+    p.send_signal(signal.SIGTERM)
+    try:
+        _, err = p.communicate(timeout=3)
+    except subprocess.TimeoutExpired:  # a booted init may not handle the kill signal yet
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=30)
+    return p.returncode, err
+
+
+def big_tree(root: Path, files: int = 30000) -> None:
+    """Enough inodes that shifting the tree's owners (-U chown) takes a while."""
+    bulk = root / "usr/share/bulk"
+    for i in range(files // 100):
+        d = bulk / f"d{i}"
+        d.mkdir(parents=True)
+        for j in range(100):
+            (d / f"f{j}").touch()
+
+
+MODES = {
+    "plain": (["--console=pipe"], 0.3),
+    "as-pid2": (["--console=pipe", "-a"], 0.3),
+    "pty-console": (["--console=read-only"], 0.3),
+    "keep-unit": (["--console=pipe", "--keep-unit"], 0.3),
+    "veth": (["--console=pipe", "-n"], 0.5),
+    "userns-chown": (["--console=pipe", "--private-users-ownership=chown"], 0.6),
+    "boot": (["--console=pipe", "-b"], 0.5),
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_sigterm_at_any_moment_of_setup_stops_the_container_and_leaves_nothing(busybox_root, mode):
+    args, within = MODES[mode]
+    if mode == "userns-chown":
+        big_tree(busybox_root)
+    if mode == "boot":
+        (busybox_root / "etc/inittab").write_text("::sysinit:/bin/sleep 3600\n")
+    failures = []
+    for run in range(RUNS_PER_MODE):
+        extra = []
+        if mode == "userns-chown":  # a new range each run, so each run shifts the whole tree
+            extra = [f"--private-users={(0x100000 + 0x10000 * (run % 2))}:65536"]
+        marker = f"{random.randint(10**6, 10**7)}"
+        status, err = stop_during_setup(busybox_root, [*args, *extra], within, marker)
+        expected = (0, 1) if mode == "boot" else (1,)  # a booted init may halt in time
+        if status not in expected or (status == 1 and "terminated by signal KILL" not in err):
+            failures.append(f"run {run}: status {status}: {err!r}")
+        if mode == "boot":
+            marker = "sleep 3600"
+        try:
+            wait_for(lambda: not processes_running(marker), timeout=10)
+        except AssertionError:
+            failures.append(f"run {run}: payload still running")
+        left = own_leftovers(busybox_root)
+        if left:
+            failures.append(f"run {run}: left {left}")
+    assert failures == []
+    if mode == "userns-chown":  # never half-shifted: every inode belongs to one range
+        owners = {os.lstat(os.path.join(d, name)).st_uid // 65536
+                  for d, dirs, files in os.walk(busybox_root) for name in dirs + files}
+        assert len(owners) == 1
+
+
+def test_sigterm_during_setup_exits_as_systemd_nspawn_does(busybox_root):
+    skip_unless(testhost.systemd_nspawn(), "systemd-nspawn is not installed")
+    for delay in (0.0, 0.01, 0.05, 0.2):
+        results = []
+        for tool in ([testhost.systemd_nspawn(), "--keep-unit"], [PYTHON, "-m", "nspawnpy"]):
+            with testhost.ScratchCgroup("sigterm") as cg:
+                p = subprocess.Popen([*tool, "--register=no", "-q", "--console=pipe", "-D",
+                                      str(busybox_root), "/bin/sleep", "100"],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, preexec_fn=cg.enter,
+                                     env={**os.environ, "PYTHONPATH": str(REPO)})
+                wait_for(lambda: catches_sigterm(p.pid) or p.poll() is not None, step=0.001)
+                time.sleep(delay)
+                p.send_signal(signal.SIGTERM)
+                _, err = p.communicate(timeout=20)
+                testhost.clean_nspawn_runtime(busybox_root.name)
+            lines = [line for line in err.splitlines() if not line.startswith("Attempted to remove")]
+            results.append((p.returncode, lines))
+        assert results[0] == results[1] == (1, [f"Container {busybox_root.name} terminated by "
+                                                "signal KILL."])
