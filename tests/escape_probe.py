@@ -102,11 +102,14 @@ def sc(name, *args):
     return r, (ctypes.get_errno() if r == -1 else 0)
 
 
-def verdict(err, success=ESCAPED):
+def verdict(err, success=ESCAPED, denials=DENIALS):
     """Outcome of a call that failed with *err* (0: it succeeded, worth *success*)."""
     if err == 0:
         return success
-    return REFUSED if err in DENIALS else REACHED
+    return REFUSED if err in denials else REACHED
+
+
+HIDDEN = DENIALS + (errno.ESRCH,)   # a PID namespace hides the target
 
 
 def contained(err):
@@ -282,13 +285,17 @@ def finit_module(cfg):
 
 
 @attempt()
-def usermode_helper_core_pattern(cfg):
-    """write kernel.core_pattern (a host-wide helper run as host root) with its own value"""
-    value = sysctl_value("/proc", "kernel/core_pattern")
-    if value is None:
-        return REFUSED, "not readable"
-    err = write_file("/proc/sys/kernel/core_pattern", value)
-    return verdict(err), errname(err)
+def usermode_helper_sysctls(cfg):
+    """write kernel.core_pattern and kernel.modprobe (host-wide helpers run as host root)
+    with their own values"""
+    outcomes, details = [], []
+    for knob in ("kernel/core_pattern", "kernel/modprobe"):
+        value = sysctl_value("/proc", knob)
+        if value is not None:
+            err = write_file(f"/proc/sys/{knob}", value)
+            outcomes.append(verdict(err))
+            details.append(f"{knob}: {errname(err)}")
+    return worst(*outcomes), "; ".join(details) or "none readable"
 
 
 def use_device(name, mode, dev, flags, use):
@@ -646,36 +653,47 @@ def host_fs_reachable_in_mount_table(cfg):
 # processes and namespaces
 
 
-def dummy_visible(cfg):
-    """Is the host's dummy process visible under its host PID?  (It is not in a PID ns.)"""
-    cmdline = read_file(f"/proc/{cfg['dummy_pid']}/cmdline") or ""
-    return cfg["token"] in cmdline
+def ours(pid):
+    """Is *pid* a process we can see (in the container's PID namespace)?"""
+    return os.path.exists(f"/proc/{pid}")
+
+
+def foreign_pids():
+    """PIDs that answer kill(pid, 0) but are not in our /proc: processes outside."""
+    pid_max = int(read_file("/proc/sys/kernel/pid_max") or 32768)
+    return [p for p in range(2, min(pid_max, 1 << 16)) if try_os(os.kill, p, 0)[1] in
+            (0, errno.EPERM) and not ours(p)]
 
 
 @attempt()
 def ptrace_host_pid(cfg):
-    """PTRACE_ATTACH to the host's dummy process by its host PID"""
+    """PTRACE_ATTACH to the host's dummy process by its host PID (unless that number is one
+    of ours)"""
     pid = cfg["dummy_pid"]
-    if not dummy_visible(cfg):
-        return REFUSED, "host PID not visible"
+    if ours(pid) and cfg["token"] not in (read_file(f"/proc/{pid}/cmdline") or ""):
+        return REFUSED, "the number is a process of the container"
     r, err = sc("ptrace", 16, pid, 0, 0)
     if err == 0:
         os.waitpid(pid, 0x40000000)  # __WALL
         sc("ptrace", 17, pid, 0, 0)
-    return verdict(err), errname(err)
+    return verdict(err, ESCAPED, HIDDEN), errname(err)
 
 
 @attempt()
 def kill_host_pid(cfg):
-    """kill(2) and pidfd_send_signal(2) the host's dummy process by its host PID"""
+    """kill(2) and pidfd_send_signal(2) the host's dummy process by its host PID, and guess
+    PIDs: kill(pid, 0) for every PID up to 65536"""
     pid = cfg["dummy_pid"]
-    if not dummy_visible(cfg):
-        return REFUSED, "host PID not visible"
+    foreign = foreign_pids()
+    if ours(pid) and cfg["token"] not in (read_file(f"/proc/{pid}/cmdline") or ""):
+        return (ESCAPED if foreign else REFUSED), f"foreign PIDs: {foreign[:10]}"
     _, err = try_os(os.kill, pid, 9)
     fd, err_pidfd = sc("pidfd_open", pid, 0)
     if fd >= 0:
         err_pidfd = sc("pidfd_send_signal", fd, 9, 0, 0)[1]
-    return worst(verdict(err), verdict(err_pidfd)), f"kill: {errname(err)}"
+    outcome = worst(verdict(err, denials=HIDDEN), verdict(err_pidfd, denials=HIDDEN),
+                    ESCAPED if foreign else REFUSED)
+    return outcome, f"kill: {errname(err)}, pidfd: {errname(err_pidfd)}, foreign PIDs: {foreign[:10]}"
 
 
 @attempt()

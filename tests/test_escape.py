@@ -176,7 +176,7 @@ class Host:
     @staticmethod
     def _knob_paths() -> list[str]:
         paths = [f"/proc/sys/{probe.PRINTK_BURST}", f"/sys/{probe.RCU_EXPEDITED}",
-                 "/proc/sys/kernel/core_pattern"]
+                 "/proc/sys/kernel/core_pattern", "/proc/sys/kernel/modprobe"]
         paths += [str(root / "release_agent") for root in _cgroup_roots()
                   if (root / "release_agent").exists()]
         return [p for p in paths if os.path.exists(p)]
