@@ -36,5 +36,17 @@ def main(argv=None) -> int:
         return 1
 
 
+def run_and_exit() -> None:
+    """main(), then leave at once: the interpreter's own teardown (freeing every module
+    and object one by one) is about 2 ms of every start and undoes nothing we need."""
+    status = main()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed or broken pipe: nothing more to say
+            pass
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run_and_exit()

@@ -47,7 +47,7 @@ INSTALLED_PACKAGE = Path("/usr/lib/python3/dist-packages/nspawnpy")
 # --checkout: what the installed /usr/bin/nspawnpy (packaging/nspawnpy) does, with the
 # checkout first on the path through PYTHONPATH.
 CHECKOUT = [PYTHON, "-S", "-c", "import sys; sys.path.append('/usr/lib/python3/dist-packages'); "
-            "from nspawnpy.__main__ import main; sys.exit(main())"]
+            "from nspawnpy.__main__ import run_and_exit; run_and_exit()"]
 NSPAWN_RUNTIME = Path("/run/systemd/nspawn")
 
 TARGETS = {
