@@ -178,21 +178,10 @@ class Supervisor:
 
     def start(self) -> None:
         plan = self.plan
+        own_cgroup = self.place_in_cgroups()
         if plan.userns is not None:
             self.enter_userns()
         master = self.receive_ready()
-        registration = plan.registration
-        # machined makes a scope for the payload: that is its own cgroup
-        scope = registration is not None and registration.makes_scope
-        own_cgroup = scope
-        if (self.settings.boot and not scope) or self.settings.keep_unit:
-            own_cgroup = True
-            # A booted init needs a cgroup subtree of its own; a plain command
-            # stays in ours (a cgroup v1 move costs milliseconds).
-            from . import cgroup
-            placement = cgroup.Placement(plan.machine.name, self.settings.keep_unit)
-            self.cleanups.append(placement.teardown)
-            placement.attach(self.pid)
         network, ifindexes = plan.network.plan, []
         if network is not None and (network.needs_netns or network.netns_path):
             from . import network as links
@@ -200,6 +189,7 @@ class Supervisor:
             self.cleanups.append(net.teardown)
             self.network = net
             ifindexes = net.ifindexes
+        registration = plan.registration
         if registration is not None:
             self.cleanups.append(registration.register(self.pid, ifindexes))
         if plan.userns is not None and own_cgroup:
@@ -220,6 +210,25 @@ class Supervisor:
         if os.environ.get("NOTIFY_SOCKET"):
             from .notify import Notifier
             self.notifier = Notifier(self.pid, self.settings.notify_ready)
+
+    def place_in_cgroups(self) -> bool:
+        """Give the payload (and with --keep-unit the supervisor) its cgroups, right after
+        clone(): the first cgroup v1 move waits for an RCU grace period (~10 ms here), which
+        then passes while PID 1 builds its file system. Returns whether the payload has a
+        cgroup of its own."""
+        registration = self.plan.registration
+        # machined makes a scope for the payload: that is its own cgroup
+        scope = registration is not None and registration.makes_scope
+        if not ((self.settings.boot and not scope) or self.settings.keep_unit):
+            return scope  # a plain command stays in ours
+        from . import cgroup
+        placement = cgroup.Placement(self.plan.machine.name, self.settings.keep_unit)
+        self.cleanups.append(placement.teardown)
+        try:
+            placement.attach(self.pid)
+        except ProcessLookupError:
+            pass  # PID 1 already failed; receive_ready() says why
+        return True
 
     def wait(self) -> int:
         import select
