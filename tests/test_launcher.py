@@ -422,6 +422,19 @@ def test_as_pid2_runs_stub_init_as_pid_1(run_nspawnpy, busybox_root):
     assert r.stdout.splitlines()[0] == "2"
 
 
+@pytest.mark.parametrize("userns", [[], ["-U"]], ids=["plain", "userns"])
+def test_as_pid2_stub_is_named_like_systemd_nspawns(run_nspawnpy, systemd_nspawn, busybox_root,
+                                                     userns):
+    # comm, and the command line up to its NUL padding (nspawn overwrites its own in place).
+    probe = ["/bin/sh", "-c", "cat /proc/1/comm; tr '\\0' '|' < /proc/1/cmdline | tr -s '|'"]
+    ours = run_pipe(run_nspawnpy, busybox_root, "-a", *userns, *probe, check=0)
+    theirs = systemd_nspawn(["--register=no", "--keep-unit", "-q", "--console=pipe", "-a",
+                             *userns, "-D", str(busybox_root), *probe], check=0)
+    assert theirs.stdout == "(sd-stubinit)\n(sd-stubinit)|", theirs.stdout
+    assert ours.stdout == theirs.stdout
+    assert ours.returncode == theirs.returncode == 0
+
+
 def test_as_pid2_stub_reaps_orphans(run_nspawnpy, busybox_root):
     r = run_pipe(run_nspawnpy, busybox_root, "-a", "/bin/sh", "-c",
                  "(sleep 0.2 &) ; sleep 0.6; ps -o stat,comm | grep -c Z || true", check=0)

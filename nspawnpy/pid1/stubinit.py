@@ -10,6 +10,7 @@ SIGHUP, SIGINT, SIGTERM, SIGCHLD = 1, 2, 15, 17
 SIGRTMIN = 34
 LINUX_REBOOT_CMD_RESTART, LINUX_REBOOT_CMD_POWER_OFF = 0x01234567, 0x4321FEDC
 GRACE_SECONDS = 90
+STUB_NAME = b"(sd-stubinit)"
 
 
 def run(exec_payload) -> None:
@@ -24,6 +25,7 @@ def run(exec_payload) -> None:
         os.setsid()
     except OSError:
         pass
+    become_stub()
     request = {"action": None}
 
     def on_signal(signum, frame):
@@ -55,6 +57,31 @@ def run(exec_payload) -> None:
     if request["action"] is not None:
         _reboot(LINUX_REBOOT_CMD_RESTART if request["action"] == "reboot" else LINUX_REBOOT_CMD_POWER_OFF)
     os._exit(status if status >= 0 else 128 - status)
+
+
+def become_stub() -> None:
+    """Look and weigh like nspawn's stub: comm and command line "(sd-stubinit)" (the
+    command line overwritten in place, NUL-padded to its old length, as nspawn does), and
+    no more memory than this loop needs: the objects the set-up left are frozen (the
+    collector never walks them again, so their copy-on-write pages stay shared with the
+    supervisor) and free heap memory goes back to the kernel."""
+    import ctypes
+    import gc
+    from .. import linux
+    comm = ctypes.create_string_buffer(STUB_NAME)
+    linux.prctl(linux.PR_SET_NAME, ctypes.addressof(comm))
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rpartition(b")")[2].split()
+        start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end (fields 48, 49)
+    except (OSError, ValueError, IndexError):
+        start = end = 0
+    if end > start:
+        name = STUB_NAME[:end - start - 1]
+        ctypes.memmove(start, name + bytes(end - start - len(name)), end - start)
+    gc.freeze()
+    gc.disable()
+    ctypes.CDLL(None).malloc_trim(0)
 
 
 def _grace_over(signum, frame):

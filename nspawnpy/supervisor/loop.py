@@ -83,6 +83,10 @@ def run_once(plan) -> int:
         if plan.kept_caps & ~current_bounding():
             log("Some capabilities will not be set because they are not in the current bounding set.")
     sys.stdout.flush()
+    import gc
+    # The set-up's objects are frozen: no later collection in the supervisor, PID 1 or
+    # the janitor walks them, so their pages stay shared copy-on-write.
+    gc.freeze()
     pid = linux.clone(flags)
     if pid == 0:
         sync.close()
