@@ -602,9 +602,10 @@ def test_registration_without_machined_fails_clearly(run_nspawnpy, busybox_root)
 
 
 def test_plain_run_imports_neither_pyroute2_nor_dbus(busybox_root):
-    code = ("import sys, runpy; sys.argv=['nspawnpy','--register=no','-q','--console=pipe','-D',"
-            f"'{busybox_root}','/bin/true'];\ntry:\n runpy.run_module('nspawnpy', run_name='__main__')\n"
-            "except SystemExit: pass\nprint(sorted(m for m in sys.modules if m.split('.')[0] in "
+    # main() itself: the module's entry point leaves with os._exit, before any print.
+    code = ("import sys; from nspawnpy.__main__ import main; main(['--register=no','-q',"
+            f"'--console=pipe','-D','{busybox_root}','/bin/true']);\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('pyroute2','dbus_next','pystemd')))")
     r = subprocess.run([PYTHON, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO)},
                        capture_output=True, text=True, timeout=30)
