@@ -16,6 +16,7 @@ STUB_NAME = b"(sd-stubinit)"
 def run(exec_payload) -> None:
     """Fork PID 2 to exec the payload; this process stays PID 1 until it ends."""
     import _signal
+    rename_to_stub()  # before the fork: the payload may look at PID 1 at once
     pid = os.fork()
     if pid == 0:
         exec_payload()
@@ -25,7 +26,7 @@ def run(exec_payload) -> None:
         os.setsid()
     except OSError:
         pass
-    become_stub()
+    trim()
     request = {"action": None}
 
     def on_signal(signum, frame):
@@ -59,14 +60,10 @@ def run(exec_payload) -> None:
     os._exit(status if status >= 0 else 128 - status)
 
 
-def become_stub() -> None:
-    """Look and weigh like nspawn's stub: comm and command line "(sd-stubinit)" (the
-    command line overwritten in place, NUL-padded to its old length, as nspawn does), and
-    no more memory than this loop needs: the objects the set-up left are frozen (the
-    collector never walks them again, so their copy-on-write pages stay shared with the
-    supervisor) and free heap memory goes back to the kernel."""
+def rename_to_stub() -> None:
+    """Look like nspawn's stub: comm and command line "(sd-stubinit)" (the command line
+    overwritten in place and NUL-padded to its old length, as nspawn does)."""
     import ctypes
-    import gc
     from .. import linux
     comm = ctypes.create_string_buffer(STUB_NAME)
     linux.prctl(linux.PR_SET_NAME, ctypes.addressof(comm))
@@ -75,10 +72,18 @@ def become_stub() -> None:
             fields = f.read().rpartition(b")")[2].split()
         start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end (fields 48, 49)
     except (OSError, ValueError, IndexError):
-        start = end = 0
+        return
     if end > start:
         name = STUB_NAME[:end - start - 1]
         ctypes.memmove(start, name + bytes(end - start - len(name)), end - start)
+
+
+def trim() -> None:
+    """Weigh no more than this loop needs: the objects the set-up left are frozen (no
+    collection walks them again, so their copy-on-write pages stay shared with the
+    supervisor) and free heap memory goes back to the kernel."""
+    import ctypes
+    import gc
     gc.freeze()
     gc.disable()
     ctypes.CDLL(None).malloc_trim(0)
