@@ -56,6 +56,7 @@ NSPAWN_252_ESCAPES = {
     ("proc_mount_fresh_rw", "main", "default"): "a new proc has a writable /proc/sys",
     ("sysfs_mount_fresh_rw", "main", "default"): "a new sysfs is writable",
     ("remount_proc_sys_rw", "main", "default"): "read-only binds are not locked without -U",
+    ("remount_proc_sys_rw", "privnet", "default"): "read-only binds are not locked without -U",
     ("remount_sys_rw", "main", "default"): "read-only binds are not locked without -U",
     ("umount_proc_masks", "main", "default"): "mounts are not locked without -U",
     ("cgroup_release_agent", "main", "default"): "a new cgroup v1 mount shows the host's root",

@@ -17,7 +17,7 @@ from .probe import (CLONE_NEWNS, CLONE_NEWUSER, ESCAPED, FileHandle, MNT_DETACH,
                      write_global_knobs)
 
 
-@attempt()
+@attempt("main", "privnet")
 def proc_sys_global_write(cfg):
     """write host-wide knobs: kernel.printk_ratelimit_burst and /sys/kernel/rcu_expedited"""
     return write_global_knobs()
@@ -37,7 +37,7 @@ def sethostname(cfg):
     return contained(err)
 
 
-@attempt()
+@attempt("main", "privnet")
 def sys_kernel_write(cfg):
     """write /sys/kernel/rcu_expedited (a host-wide knob)"""
     rcu = read_file("/sys/" + RCU_EXPEDITED)
@@ -67,7 +67,7 @@ def proc_mount_fresh_rw(cfg):
     return worst(REACHED, outcome), "mount ok; " + detail
 
 
-@attempt()
+@attempt("main", "privnet")
 def sysfs_mount_fresh_rw(cfg):
     """mount a new sysfs instance read-write and write /sys/kernel/rcu_expedited through it"""
     private_mount_ns()
@@ -80,11 +80,23 @@ def sysfs_mount_fresh_rw(cfg):
     return worst(REACHED, outcome), "mount ok; " + detail
 
 
+# statvfs() flags that are also mount(2) flags of the same value, and the odd one out
+KEPT_FLAGS = MS_NOSUID | MS_NODEV | MS_NOEXEC | 1024 | 2048   # noatime, nodiratime
+ST_RELATIME, MS_RELATIME = 4096, 1 << 21
+
+
 def remount_rw(path):
-    return mount(None, path, None, MS_REMOUNT | MS_BIND)
+    """Remount *path* read-write, keeping its other flags (clearing a locked nosuid or
+    noexec would fail for that reason alone)."""
+    try:
+        current = os.statvfs(path).f_flag
+    except OSError as e:
+        return e.errno
+    flags = current & KEPT_FLAGS | (MS_RELATIME if current & ST_RELATIME else 0)
+    return mount(None, path, None, MS_REMOUNT | MS_BIND | flags)
 
 
-@attempt()
+@attempt("main", "privnet")
 def remount_proc_sys_rw(cfg):
     """remount /proc/sys read-write, then write host-wide sysctls"""
     private_mount_ns()
@@ -93,7 +105,7 @@ def remount_proc_sys_rw(cfg):
     return worst(verdict(err, REACHED), outcome), f"remount: {errname(err)}; {detail}"
 
 
-@attempt()
+@attempt("main", "privnet")
 def remount_sys_rw(cfg):
     """remount /sys read-write, then write /sys/kernel/rcu_expedited"""
     private_mount_ns()
