@@ -142,6 +142,8 @@ def fsmount_new(fstype: str, attr_flags: int) -> int:
     """fsopen + create + fsmount: a detached mount of a fresh `fstype` instance."""
     fs = fsopen(fstype)
     try:
+        # the source mountinfo shows, as for mount(2) with source=fstype
+        _check(_syscall("fsconfig", fs, ctypes.c_uint(1), b"source", _b(fstype), 0), fstype)
         _check(_syscall("fsconfig", fs, ctypes.c_uint(FSCONFIG_CMD_CREATE), None, None, 0), fstype)
         return _check(_syscall("fsmount", fs, ctypes.c_uint(FSMOUNT_CLOEXEC),
                                ctypes.c_uint(attr_flags)), fstype)

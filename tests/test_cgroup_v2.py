@@ -54,7 +54,7 @@ def test_the_host_is_pure_cgroup_v2_and_nspawnpy_sees_it_so(host):
     assert not any(line.split(":")[1] == "name=systemd" and line.split(":")[2] != "/"
                    for line in own)
     out = host.run("PYTHONPATH=/opt/nspawnpy python3 -c 'from nspawnpy.supervisor import cgroup; "
-                   "print(cgroup.layout(), cgroup.container_mounts(True))'").stdout
+                   "print(cgroup.layout(), cgroup.container_mounts(\"/\"))'").stdout
     assert out.split() == ["unified", "unified"]
 
 

@@ -242,7 +242,8 @@ def test_api_file_systems_are_mounted_as_nspawn_does(run_nspawnpy, busybox_root)
     for line in r.stdout.splitlines():
         fields = line.split()
         sep = fields.index("-")
-        mounts[fields[4]] = (set(fields[5].split(",")), fields[sep + 1])
+        # the first line of a mount point is the visible mount (nspawn has hidden copies)
+        mounts.setdefault(fields[4], (set(fields[5].split(",")), fields[sep + 1]))
     assert mounts["/proc"][1] == "proc"
     for ro in ("/proc/sys", "/sys", "/run/host", "/proc/sys/kernel/random/boot_id"):
         assert "ro" in mounts[ro][0], ro
@@ -264,7 +265,7 @@ def test_dev_has_nspawns_nodes_and_links(run_nspawnpy, busybox_root):
         "null character special file 1:3 666", "zero character special file 1:5 666",
         "full character special file 1:7 666", "random character special file 1:8 666",
         "urandom character special file 1:9 666", "tty character special file 5:0 666",
-        "net/tun character special file a:c8 666"]
+        "net/tun character special file a:c8 600"]   # nspawn's mode
     assert lines[7:13] == ["pts/ptmx", "/proc/self/fd", "/proc/self/fd/0", "/proc/self/fd/1",
                            "/proc/self/fd/2", "../null"]
 

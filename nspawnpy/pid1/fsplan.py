@@ -1,12 +1,13 @@
-"""The API file systems every container gets, in the order they must happen (nspawn's
-mount_all), as lists of mounts.Op; the custom mounts are planned in plan/mounts.py.
+"""The API file systems every container gets, in nspawn's order and place (its mount_all,
+split as nspawn splits it between the set-up on the shared tree and the container's own
+copy of it), as lists of mounts.Op; the custom mounts are planned in plan/mounts.py.
 
 Runs in: PID 1, before pivot_root.
 """
 
 import os
 
-from . import mounts as m
+from . import kernelfs as k, mounts as m
 from ..linux import MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY
 
 TMPFS_RUN = "mode=0755,size=20%,nr_inodes=800k"
@@ -15,38 +16,44 @@ TMPFS_DEV = "mode=0755,size=4m,nr_inodes=64k"
 MS_STRICTATIME = 1 << 24   # nspawn's tmpfs API mounts show neither relatime nor noatime
 
 
-def api_mounts(private_net: bool, userns: bool = False, sysfs_fd=None) -> list:
-    """/proc, /sys, /dev, /run and /tmp, in the order they must happen. In a user
-    namespace without a network namespace of its own, /sys is a sysfs the supervisor
-    mounted (`sysfs_fd`), and /dev gets the host's device nodes bound in."""
-    plan = [
-        m.Call("/", m.base_filesystem),
-        m.Mount("/proc", "proc", flags=MS_NOSUID | MS_NOEXEC | MS_NODEV),
-    ]
-    plan += [m.ReadOnly(f"/proc/{name}") for name in m.PROC_READ_ONLY]
-    if private_net:
-        plan.append(m.Writable("/proc/sys/net"))
-    plan += [
-        m.Attach("/sys", sysfs_fd) if sysfs_fd is not None else
-        m.NetnsSysfs() if private_net else
-        m.Mount("/sys", "sysfs", flags=MS_NOSUID | MS_NOEXEC | MS_NODEV | MS_RDONLY),
-        m.Mount("/dev", "tmpfs", TMPFS_DEV, MS_NOSUID | MS_STRICTATIME),
-        m.Call("/dev", m.populate_dev, userns),
-        m.Mount("/dev/pts", "devpts", "newinstance,ptmxmode=0666,mode=620,gid=5",
-                MS_NOSUID | MS_NOEXEC),
-        m.Mount("/dev/shm", "tmpfs", TMPFS_TMP, MS_NOSUID | MS_NODEV | MS_STRICTATIME),
-        m.Mount("/dev/mqueue", "mqueue", flags=MS_NOSUID | MS_NODEV | MS_NOEXEC),
-        m.Mount("/run", "tmpfs", TMPFS_RUN, MS_NOSUID | MS_NODEV | MS_STRICTATIME),
-        m.Call("/run/host/inaccessible", m.populate_inaccessible),
-    ]
+def tree_mounts(private_net: bool, userns: bool = False, sysfs_fd=None) -> list:
+    """What nspawn mounts on the shared tree before the container gets its own copy of it,
+    in nspawn's order (the copy lists mounts in tree order, so the order shows): /tmp,
+    /sys, /dev, /dev/shm, /run, /run/host bound onto itself, the device nodes and devpts.
+    In a user namespace without a network namespace of its own, /sys is a sysfs the
+    supervisor mounted (`sysfs_fd`), and /dev gets the host's device nodes bound in."""
+    plan = [m.Call("/", m.base_filesystem)]
     if os.environ.get("SYSTEMD_NSPAWN_TMPFS_TMP", "1") not in ("0", "no", "false"):
         plan.append(m.Mount("/tmp", "tmpfs", TMPFS_TMP, MS_NOSUID | MS_NODEV | MS_STRICTATIME))
+    plan += [
+        m.Attach("/sys", sysfs_fd) if sysfs_fd is not None else
+        k.NetnsSysfs() if private_net else
+        m.Mount("/sys", "sysfs", flags=MS_NOSUID | MS_NOEXEC | MS_NODEV | MS_RDONLY),
+        m.Mount("/dev", "tmpfs", TMPFS_DEV, MS_NOSUID | MS_STRICTATIME),
+        m.Mount("/dev/shm", "tmpfs", TMPFS_TMP, MS_NOSUID | MS_NODEV | MS_STRICTATIME),
+        m.Mount("/run", "tmpfs", TMPFS_RUN, MS_NOSUID | MS_NODEV | MS_STRICTATIME),
+        m.SelfBind("/run/host"),
+        m.Call("/dev", m.populate_dev, userns),
+        m.Call("/run/host/inaccessible", m.populate_inaccessible),
+        m.Mount("/dev/pts", "devpts", "newinstance,ptmxmode=0666,mode=620,gid=5",
+                MS_NOSUID | MS_NOEXEC),
+        m.Call("/dev/ptmx", m.ptmx_link),
+    ]
     return plan
 
 
-def final_mounts() -> list:
-    """Protective remounts that must come after everything was populated."""
-    return [
-        m.ReadOnly("/run/host", MS_NOSUID | MS_NODEV | MS_NOEXEC, required=True),
+def own_mounts(private_net: bool) -> list:
+    """What nspawn mounts once the container has its own copy of the tree: /proc with its
+    read-only and masked parts, /dev/mqueue, the netns's sysfs, /run/host made read-only."""
+    plan = [
+        m.Mount("/proc", "proc", flags=MS_NOSUID | MS_NOEXEC | MS_NODEV),
+        k.ProcSys(writable_net=private_net),
     ]
-
+    plan += [k.MaskProc(f"/proc/{name}") for name in k.PROC_MASKED]
+    plan += [m.ReadOnly(f"/proc/{name}") for name in k.PROC_READ_ONLY]
+    plan.append(m.Mount("/dev/mqueue", "mqueue", flags=MS_NOSUID | MS_NODEV | MS_NOEXEC))
+    if private_net:
+        plan.append(k.NetnsSysfsDirs())
+    plan.append(m.ReadOnly("/run/host", MS_NOSUID | MS_NODEV | MS_NOEXEC, required=True,
+                           bind=False))
+    return plan

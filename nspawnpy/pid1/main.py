@@ -9,10 +9,12 @@ import os
 import struct
 
 from .. import linux, protocol
-from ..linux import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REC, MS_SLAVE
+from ..linux import (MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC,
+                     MS_REMOUNT, MS_SHARED, MS_SLAVE)
 from . import exec_payload as payload, mounts
 
 SIGKILL, SIGPIPE, SIGXFSZ = 9, 13, 25
+MS_STRICTATIME = 1 << 24
 TIOCSCTTY, TIOCSPTLCK, TIOCGPTN, TIOCSWINSZ = 0x540E, 0x40045431, 0x80045430, 0x5414
 
 
@@ -62,14 +64,16 @@ def _prepare(plan, channels) -> None:
         root = become_root(root)
     if settings.pivot_root:
         root = pivot_inner(root, *settings.pivot_root)
+    # Shared from here on, as in nspawn: a mount made later in the container reaches the
+    # mount namespaces of its services; mounts on peers leave the hidden copies nspawn has.
+    linux.mount(None, root, None, MS_REC | MS_SHARED)
+    build_tree(plan, channels, root, custom)
+    root = own_copy(plan, root)
+    channels.notify.bind(root + "/run/host/notify")
     from . import fsplan
-    for op in fsplan.api_mounts(plan.network.private, plan.userns is not None,
-                                channels.sysfs_fd) + custom:
+    for op in fsplan.own_mounts(plan.network.private):
         op.execute(root)
     master, console_pts = setup_console(plan, root) if plan.console.mode != "pipe" else (None, None)
-    write_run_host(plan, channels.notify, root)
-    for op in fsplan.final_mounts():
-        op.execute(root)
     if settings.volatile == "state":
         mounts.bind_remount(root, MS_RDONLY)
     fds = [master] if master is not None else []
@@ -80,13 +84,46 @@ def _prepare(plan, channels) -> None:
     if reply != protocol.GO:
         os._exit(1)
     linux.unshare(linux.CLONE_NEWCGROUP)
-    mount_cgroups(root, plan.mounts.cgroups)
-    if plan.mounts.tunnel:
-        from . import tunnel  # nothing can be imported after pivot_root
+    mount_cgroups(root, plan.mounts.cgroups, plan.userns is not None)
+    mask_proc_files(root)
     pivot(root)
-    if plan.mounts.tunnel:
-        tunnel.share_mounts()
     payload.start(plan, console_pts)
+
+
+def build_tree(plan, channels, root: str, custom: list) -> None:
+    """Everything nspawn puts on the tree before the container gets its own copy of it."""
+    from . import fsplan
+    for op in fsplan.tree_mounts(plan.network.private, plan.userns is not None, channels.sysfs_fd):
+        op.execute(root)
+    if plan.host.os_release:
+        mounts.touch(root + "/run/host/os-release")
+        linux.mount(plan.host.os_release, root + "/run/host/os-release", None, MS_BIND)
+        mounts.bind_remount(root + "/run/host/os-release", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    if plan.mounts.tunnel:
+        from . import tunnel
+        tunnel.incoming(root, plan.mounts.tunnel, channels.tunnel_fd)
+    for op in custom:
+        op.execute(root)
+    for step in plan.mounts.tree_steps:
+        step(root)
+    write_run_host(plan, root)
+
+
+def own_copy(plan, root: str) -> str:
+    """A mount namespace of our own, copied from the one the tree was built in: it lists
+    the mounts in tree order, as nspawn's container (made by clone()) does. A root reached
+    through a descriptor (a mount of the old namespace) is reached again through our
+    working directory, which the copy carries over."""
+    if root.startswith("/proc/self/fd/"):
+        os.chdir(root)
+        root = "/proc/self/cwd"
+    linux.unshare(linux.CLONE_NEWNS)
+    if plan.userns is not None:
+        # nspawn's container gets a user namespace's copy: its mounts lose their peers
+        # (and incoming its master) and are made shared again, each in a group of its own.
+        linux.mount(None, root, None, MS_REC | MS_PRIVATE)
+        linux.mount(None, root, None, MS_REC | MS_SHARED)
+    return root
 
 
 def make_read_only(root: str) -> None:
@@ -178,16 +215,10 @@ def setup_console(plan, root: str) -> tuple[int, str]:
     return master, f"/dev/pts/{number}"
 
 
-def write_run_host(plan, notify, root: str) -> None:
+def write_run_host(plan, root: str) -> None:
     host = root + "/run/host"
-    os.makedirs(host, 0o755, exist_ok=True)
     mounts.write_file(host + "/container-manager", f"{plan.machine.service}\n".encode())
     mounts.write_file(host + "/container-uuid", f"{plan.machine.uuid_dashed}\n".encode())
-    if plan.host.os_release:
-        mounts.touch(host + "/os-release")
-        linux.mount(plan.host.os_release, host + "/os-release", None, MS_BIND)
-        mounts.bind_remount(host + "/os-release", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    notify.bind(host + "/notify")
     if plan.credentials:
         creds = host + "/credentials"
         linux.mount("tmpfs", creds, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0700") \
@@ -196,14 +227,16 @@ def write_run_host(plan, notify, root: str) -> None:
             mounts.write_file(f"{creds}/{name}", data, 0o400)
         os.chmod(creds, 0o500)
         mounts.bind_remount(creds, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
+def mask_proc_files(root: str) -> None:
+    """A boot ID of the container's own and a /proc/kmsg that reads nothing."""
     boot_id = os.urandom(16)
     boot_id = bytes([*boot_id[:6], (boot_id[6] & 0x0F) | 0x40, boot_id[7],
                      (boot_id[8] & 0x3F) | 0x80, *boot_id[9:]]).hex()
     dashed = f"{boot_id[:8]}-{boot_id[8:12]}-{boot_id[12:16]}-{boot_id[16:20]}-{boot_id[20:]}\n"
-    mounts.mask_with_file(root, "/proc/sys/kernel/random/boot_id", "boot-id", dashed.encode())
-    mounts.mask_with_file(root, "/proc/kmsg", "kmsg", b"", fifo=True)
-    for step in plan.mounts.tree_steps:
-        step(root)
+    mounts.mask_with_file(root, "/proc/sys/kernel/random/boot_id", dashed.encode())
+    mounts.mask_with_file(root, "/proc/kmsg", b"", fifo=True)
 
 
 def _mount_fresh_tmpfs(path: str) -> None:
@@ -211,9 +244,11 @@ def _mount_fresh_tmpfs(path: str) -> None:
     linux.mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0700")
 
 
-def mount_cgroups(root: str, layout) -> None:
-    """/sys/fs/cgroup as nspawn presents it: v1 controllers read-only and the
-    name=systemd tree writable on a legacy/hybrid host; cgroup2 on a unified one."""
+def mount_cgroups(root: str, layout, userns: bool) -> None:
+    """/sys/fs/cgroup as nspawn presents it: on a legacy/hybrid host a tmpfs with the v1
+    controllers read-only, the name=systemd tree writable, and the tmpfs itself remounted
+    read-only at the end (nothing is made read-only in a user namespace, where nspawn
+    leaves it to ownership); cgroup2 on a unified one."""
     if layout is None:
         return
     target = root + "/sys/fs/cgroup"
@@ -221,21 +256,28 @@ def mount_cgroups(root: str, layout) -> None:
     if layout == "unified":
         linux.mount("cgroup", target, "cgroup2", flags, None)
         return
-    linux.mount("tmpfs", target, "tmpfs", flags, "mode=755,size=4m,nr_inodes=1k")
+    linux.mount("tmpfs", target, "tmpfs", flags | MS_STRICTATIME, "mode=755,size=4m,nr_inodes=1k")
     for name, fstype, options, writable in layout:
         where = f"{target}/{name}"
         os.mkdir(where, 0o755)
-        linux.mount("cgroup", where, fstype, flags | (0 if writable else MS_RDONLY), options)
+        linux.mount("cgroup", where, fstype, flags, options)
+        if not (writable or userns):
+            mounts.bind_remount(where, MS_RDONLY | flags)
         for alias in name.split(",") if "," in name else ():
             os.symlink(name, f"{target}/{alias}")
-    mounts.bind_remount(target, MS_RDONLY | flags)
+    if not userns:
+        linux.mount(None, target, None, MS_REMOUNT | MS_RDONLY | flags | MS_STRICTATIME, "mode=755")
 
 
 def pivot(root: str) -> None:
+    """Make the tree the root. pivot_root refuses a shared new root: it is private for the
+    moment of the switch and shared again afterwards (its mounts keep their peer groups)."""
     os.chdir(root)
+    linux.mount(None, ".", None, MS_PRIVATE)
     linux.pivot_root(".", ".")
     linux.umount2(".", linux.MNT_DETACH)
     os.chdir("/")
+    linux.mount(None, "/", None, MS_SHARED)
 
 
 def pivot_inner(root: str, new: str, old) -> str:

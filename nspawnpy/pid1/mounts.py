@@ -18,7 +18,6 @@ from ..linux import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REC, 
 DEV_NODES = (  # name, major, minor
     ("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9),
     ("tty", 5, 0), ("net/tun", 10, 200))
-PROC_READ_ONLY = ("sys", "sysrq-trigger", "acpi", "apm", "asound", "bus", "fs", "irq", "scsi")
 
 
 def under(root: str, path: str) -> str:
@@ -116,60 +115,32 @@ def open_host_sources(ops: list) -> list:
 
 
 class ReadOnly(Op):
-    """Bind a path onto itself read-only (if it exists), like nspawn's /proc/sys."""
+    """Make a path read-only (if it exists): bound onto itself first, like nspawn's
+    /proc/acpi, or (bind=False) an existing mount such as /run/host remounted."""
 
-    def __init__(self, where, flags=MS_NOSUID | MS_NODEV | MS_NOEXEC, required=False):
-        self.where, self.flags, self.required = where, flags, required
+    def __init__(self, where, flags=MS_NOSUID | MS_NODEV | MS_NOEXEC, required=False,
+                 bind=True):
+        self.where, self.flags, self.required, self.bind = where, flags, required, bind
 
     def execute(self, root):
         target = under(root, self.where)
         if not self.required and not os.path.exists(target):
             return
-        linux.mount(target, target, None, MS_BIND | MS_REC)
+        if self.bind:
+            linux.mount(target, target, None, MS_BIND)
         bind_remount(target, MS_RDONLY | self.flags)
 
 
-class Writable(Op):
-    """Bind a path onto itself writable, on top of a read-only parent (/proc/sys/net)."""
+class SelfBind(Op):
+    """Bind a (new) directory onto itself, so it can be made read-only later (/run/host)."""
 
     def __init__(self, where):
         self.where = where
 
     def execute(self, root):
         target = under(root, self.where)
-        if os.path.exists(target):
-            linux.mount(target, target, None, MS_BIND | MS_REC)
-            bind_remount(target, MS_NOSUID | MS_NODEV | MS_NOEXEC)
-
-
-class NetnsSysfs(Op):
-    """/sys for a container with a network namespace of its own: a read-only tmpfs that
-    holds only block, bus, class, dev, devices and kernel of a fresh sysfs (mounted in the
-    new namespace, so /sys/class/net shows the container's links), plus /sys/fs/cgroup."""
-    SUBDIRS = ("block", "bus", "class", "dev", "devices", "kernel")
-
-    def __init__(self, where="/sys"):
-        self.where = where
-
-    def execute(self, root):
-        target = under(root, self.where)
-        flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
         mkdir_p(target)
-        linux.mount("tmpfs", target, "tmpfs", flags, "mode=0555,size=4m,nr_inodes=1k")
-        full = target + "/.#sysfs"
-        os.mkdir(full, 0o700)
-        linux.mount("sysfs", full, "sysfs", flags | MS_RDONLY)
-        try:
-            for name in self.SUBDIRS:
-                if os.path.isdir(f"{full}/{name}"):
-                    os.mkdir(f"{target}/{name}", 0o755)
-                    linux.mount(f"{full}/{name}", f"{target}/{name}", None, MS_BIND | MS_REC)
-                    bind_remount(f"{target}/{name}", MS_RDONLY | flags)
-        finally:
-            linux.umount2(full, linux.MNT_DETACH)
-            os.rmdir(full)
-        os.makedirs(target + "/fs/cgroup", 0o755)
-        bind_remount(target, MS_RDONLY | flags)
+        linux.mount(target, target, None, MS_BIND)
 
 
 class Attach(Op):
@@ -280,29 +251,34 @@ def base_filesystem(root: str) -> None:
 
 
 def populate_dev(root: str, bind_host: bool = False) -> None:
-    """The device nodes and links nspawn gives every container. In a user namespace
-    mknod is not allowed: the host's nodes are bind-mounted onto empty files instead."""
+    """The device nodes and links nspawn gives every container (/dev/net/tun 0600 as in
+    nspawn). In a user namespace mknod is not allowed: the host's nodes are bind-mounted
+    onto empty files instead."""
     dev = under(root, "/dev")
     old = os.umask(0)
     try:
         import stat
-        os.makedirs(dev + "/char", 0o755, exist_ok=True)
         os.makedirs(dev + "/net", 0o755, exist_ok=True)
+        os.makedirs(dev + "/char", 0o755, exist_ok=True)
         for name, major, minor in DEV_NODES:
+            mode = 0o600 if name == "net/tun" else 0o666
             if bind_host:
                 if not os.path.exists(f"/dev/{name}"):
                     continue
-                touch(f"{dev}/{name}", 0o666)
+                touch(f"{dev}/{name}", mode)
                 linux.mount(f"/dev/{name}", f"{dev}/{name}", None, MS_BIND)
             else:
-                os.mknod(f"{dev}/{name}", stat.S_IFCHR | 0o666, os.makedev(major, minor))
+                os.mknod(f"{dev}/{name}", stat.S_IFCHR | mode, os.makedev(major, minor))
             os.symlink(f"../{name}", f"{dev}/char/{major}:{minor}")
-        os.symlink("pts/ptmx", dev + "/ptmx")
         os.symlink("/proc/self/fd", dev + "/fd")
         for i, name in enumerate(("stdin", "stdout", "stderr")):
             os.symlink(f"/proc/self/fd/{i}", f"{dev}/{name}")
     finally:
         os.umask(old)
+
+
+def ptmx_link(root: str) -> None:
+    os.symlink("pts/ptmx", under(root, "/dev/ptmx"))
 
 
 def populate_inaccessible(root: str) -> None:
@@ -337,12 +313,14 @@ def write_file(path: str, data: bytes, mode: int = 0o644) -> None:
         os.close(fd)
 
 
-def mask_with_file(root: str, where: str, name: str, data: bytes, fifo: bool = False) -> None:
-    """Cover a /proc file with a private one kept in /run (boot_id, kmsg)."""
+def mask_with_file(root: str, where: str, data: bytes, fifo: bool = False) -> None:
+    """Cover a /proc file with a private one made in /run and unlinked again (boot_id,
+    kmsg), named as nspawn names it: /run/.#proc-sys-kernel-random-boot-idXXXXXXXXXXXXXXXX."""
     target = under(root, where)
     if not os.path.exists(target):
         return
-    private = under(root, f"/run/.#{name}")
+    name = where.strip("/").replace("/", "-").replace("_", "-")
+    private = under(root, f"/run/.#{name}{os.urandom(8).hex()}")
     if fifo:
         os.mkfifo(private, 0o600)
     else:

@@ -45,13 +45,14 @@ def _build(settings, cleanups: list) -> ContainerPlan:
     custom = custom_mounts(settings, cleanups)
     credentials = load_credentials(settings)
     network = _network(settings, machine_name)
-    registration, tunnel_step = _registration(settings, machine, tree, userns, cleanups)
+    registration = _registration(settings, machine, tree)
+    from ..supervisor import propagate  # machinectl bind's tunnel: every container has one
+    tunnel = propagate.setup(machine.name, cleanups)
     from .journal import link_journal  # host side now (last: nothing after it can fail)
-    steps = _etc_steps(settings) + [s for s in (tunnel_step, link_journal(
-        settings, tree.root, machine.uuid)) if s]
+    steps = _etc_steps(settings) + [s for s in (link_journal(
+        settings, tree.root, machine.uuid),) if s]
     from ..supervisor import cgroup
-    mounts = Mounts(custom, tuple(steps), cgroup.container_mounts(settings.boot),
-                    tunnel_step is not None)
+    mounts = Mounts(custom, tuple(steps), cgroup.container_mounts(tree.root), tunnel)
     return ContainerPlan(settings=settings, tree=tree, machine=machine, console=console,
                          mounts=mounts, network=network, host=_host(), userns=userns,
                          kept_caps=kept_caps, seccomp=seccomp, credentials=credentials,
@@ -121,17 +122,12 @@ def _network(settings, machine: str) -> Network:
     return Network(plan, netns_fd, settings.private_net)
 
 
-def _registration(settings, machine: Machine, tree: Tree, userns, cleanups: list):
-    """machined's registration (checked now, done by the supervisor) and, without a user
-    namespace, the container end of machinectl bind's tunnel."""
+def _registration(settings, machine: Machine, tree: Tree):
+    """machined's registration (checked now, done by the supervisor)."""
     if settings.register != "yes":
-        return None, None
+        return None
     from ..supervisor.register import Registration
-    registration = Registration.from_settings(settings, machine.name, machine.uuid, tree.root)
-    if userns is not None:
-        return registration, None
-    from ..supervisor import propagate
-    return registration, propagate.setup(machine.name, cleanups)
+    return Registration.from_settings(settings, machine.name, machine.uuid, tree.root)
 
 
 def _host() -> Host:

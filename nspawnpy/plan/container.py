@@ -37,9 +37,9 @@ class Console(Record):
 class Mounts(Record):
     """What PID 1 mounts besides the API file systems (pid1/fsplan.py lists those)."""
     custom: tuple = ()                 # --bind, --tmpfs, --overlay, --inaccessible ops
-    tree_steps: tuple = ()             # f(root): resolv.conf, localtime, journal, tunnel end
+    tree_steps: tuple = ()             # f(root): localtime, resolv.conf, journal
     cgroups: object = None             # cgroup.container_mounts(): what /sys/fs/cgroup shows
-    tunnel: bool = False               # machinectl bind's propagation tunnel is set up
+    tunnel: str | None = None          # host end of machinectl bind's propagation tunnel
 
 
 class Network(Record):

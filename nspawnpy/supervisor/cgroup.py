@@ -64,23 +64,52 @@ def managed_dirs(entries=None) -> list[str]:
     return [d.rstrip("/") for d in dirs if os.access(d, os.W_OK)]
 
 
-def container_mounts(systemd_guest: bool, entries=None):
-    """What inner.mount_cgroups mounts: 'unified', or [(dir, fstype, options, writable)].
+# Where nspawn looks for the guest's systemd (libsystemd-shared-VERSION.so) to decide
+# whether it copes with the hybrid layout (version 233 on).
+GUEST_SYSTEMD_DIRS = ("lib/systemd", "lib64/systemd", "usr/lib/systemd", "usr/lib64/systemd",
+                      "usr/lib/x86_64-linux-gnu/systemd")
+HYBRID_SINCE = 233
 
-    Like nspawn, a booted guest on a hybrid host also gets the cgroup2 tree at
-    unified/ (writable, its own subtree through the cgroup namespace)."""
+
+def guest_systemd_version(root: str) -> int:
+    """The highest systemd version the tree ships (0 for none), found as nspawn finds it."""
+    import re
+    best = 0
+    for directory in GUEST_SYSTEMD_DIRS:
+        try:
+            names = os.listdir(f"{root}/{directory}")
+        except OSError:
+            continue
+        for name in names:
+            match = re.match(r"libsystemd-shared-(\d+)[.-]", name)
+            if match:
+                best = max(best, int(match.group(1)))
+    return best
+
+
+def container_mounts(root: str, entries=None):
+    """What PID 1's mount_cgroups mounts: 'unified', or [(dir, fstype, options, writable)].
+
+    As nspawn: $SYSTEMD_NSPAWN_UNIFIED_HIERARCHY decides if set; otherwise a unified host
+    gives cgroup2, and a hybrid one gives the v1 controllers plus, for a tree whose systemd
+    copes with it, the cgroup2 tree at unified/ (its own subtree through the cgroup
+    namespace); name=systemd comes last."""
+    from ..config.environ import env_bool
     entries = entries if entries is not None else read_self()
     kind = layout(entries)
+    forced = env_bool("SYSTEMD_NSPAWN_UNIFIED_HIERARCHY")
+    if forced is not None:
+        kind = "unified" if forced else "legacy"
     if kind == "unified":
         return "unified"
-    result = [("unified", "cgroup2", None, True)] if kind == "hybrid" and systemd_guest else []
+    result = []
     for hierarchy, controllers, _ in entries:
-        if hierarchy == "0" or not controllers:
-            continue
-        if controllers == "name=systemd":
-            result.append(("systemd", "cgroup", "none,name=systemd", True))
-        elif not controllers.startswith("name="):
+        if hierarchy != "0" and controllers and not controllers.startswith("name="):
             result.append((controllers, "cgroup", controllers, False))
+    if kind == "hybrid" and guest_systemd_version(root) >= HYBRID_SINCE:
+        result.append(("unified", "cgroup2", None, True))
+    if any(controllers == "name=systemd" for _, controllers, _ in entries):
+        result.append(("systemd", "cgroup", "none,name=systemd", True))
     return result
 
 

@@ -19,10 +19,12 @@ EXIT_REBOOT = 133
 
 class Channels:
     """The per-run ends PID 1 takes with it through clone(): the sync socket (protocol.py),
-    the notify socket it binds at /run/host/notify, and a sysfs mount made for it."""
+    the notify socket it binds at /run/host/notify, and, in a user namespace, mounts made
+    for it (a sysfs, a detached bind of the tunnel's host end)."""
 
-    def __init__(self, sync, notify, sysfs_fd):
+    def __init__(self, sync, notify, sysfs_fd, tunnel_fd=None):
         self.sync, self.notify, self.sysfs_fd = sync, notify, sysfs_fd
+        self.tunnel_fd = tunnel_fd
 
 
 def log(message: str) -> None:
@@ -82,6 +84,10 @@ def run_once(plan) -> int:
         from ..pid1.caps import current_bounding
         if plan.kept_caps & ~current_bounding():
             log("Some capabilities will not be set because they are not in the current bounding set.")
+    tunnel_fd = None
+    if plan.userns is not None and plan.mounts.tunnel:
+        # PID 1 in a user namespace may not walk there itself: a detached bind for it.
+        tunnel_fd = linux.open_tree(plan.mounts.tunnel, linux.OPEN_TREE_CLONE | linux.OPEN_TREE_CLOEXEC)
     sys.stdout.flush()
     import gc
     # The set-up's objects are frozen: no later collection in the supervisor, PID 1 or
@@ -91,10 +97,11 @@ def run_once(plan) -> int:
     if pid == 0:
         sync.close()
         from ..pid1 import main as pid1
-        pid1.run(plan, Channels(child_sync, notify, sysfs_fd))
+        pid1.run(plan, Channels(child_sync, notify, sysfs_fd, tunnel_fd))
     child_sync.close()
-    if sysfs_fd is not None:
-        os.close(sysfs_fd)
+    for fd in (sysfs_fd, tunnel_fd):
+        if fd is not None:
+            os.close(fd)
     return Supervisor(plan, pid, sync, notify).run()
 
 

@@ -1,0 +1,32 @@
+"""The $SYSTEMD_NSPAWN_* environment knobs systemd-nspawn 252 honours (besides the
+command line), read once at start-up with nspawn's parsing and its error for a bad value.
+
+  SYSTEMD_NSPAWN_UNIFIED_HIERARCHY  bool: cgroup2 for the container (yes) or the v1 layout (no)
+  SYSTEMD_NSPAWN_USE_CGNS           bool: a cgroup namespace of its own (default yes)
+  SYSTEMD_NSPAWN_API_VFS_WRITABLE   bool or "network": /sys, /proc/sys writable (or only
+                                    /proc/sys/net)
+  SYSTEMD_NSPAWN_TMPFS_TMP          bool: a tmpfs on /tmp (default yes)
+  SYSTEMD_NSPAWN_SHARE_NS_{IPC,PID,UTS}, SYSTEMD_NSPAWN_SHARE_SYSTEM (all three)
+                                    bool: keep the host's namespace of that kind
+  SYSTEMD_NSPAWN_LOCK               bool: lock the tree (default yes; any other value: yes)
+  SYSTEMD_NSPAWN_CONTAINER_SERVICE  the "service" and $container value (read where used)
+
+Runs in: the host side (parsing), PID 1 reads the parsed values from the plan.
+"""
+
+import os
+
+from ..errors import UserError
+
+
+def env_bool(name: str, default=None):
+    """systemd's getenv_bool(): None (or `default`) when unset, else the boolean; a value
+    that is none fails as nspawn fails."""
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    from .values import parse_boolean
+    try:
+        return parse_boolean(value)
+    except ValueError:
+        raise UserError(f"Failed to parse ${name}: Invalid argument") from None

@@ -1,0 +1,101 @@
+"""The kernel's file systems as nspawn shows them: /proc with /proc/sys read-only (and
+/proc/sys/net writable in a network namespace of its own), /sys as a read-only tmpfs holding
+the network namespace's sysfs piecewise.
+
+Runs in: PID 1, before pivot_root (mount operations of pid1/fsplan.py's plan).
+"""
+
+import os
+
+from .. import linux
+from ..linux import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY
+from .mounts import Op, bind_remount, mkdir_p, under
+
+PROC_READ_ONLY = ("acpi", "apm", "asound", "bus", "fs", "irq", "scsi")
+# nspawn 252 covers these with /run/systemd/inaccessible/reg, looked up in the container's own
+# (fresh) /run, where nothing has made it yet: the attempt fails and they stay as they are.
+PROC_MASKED = ("kallsyms", "kcore", "keys", "sysrq-trigger", "timer_list")
+INACCESSIBLE_REG = "/run/systemd/inaccessible/reg"
+
+
+class ProcSys(Op):
+    """/proc/sys read-only; with a network namespace of its own /proc/sys/net stays
+    writable, bound before /proc/sys turns read-only as in nspawn (its copy that propagates
+    to /proc, hidden below, is writable too)."""
+    where = "/proc/sys"
+
+    def __init__(self, writable_net: bool):
+        self.writable_net = writable_net
+
+    def execute(self, root):
+        target = under(root, self.where)
+        flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+        linux.mount(target, target, None, MS_BIND)
+        net = target + "/net"
+        if self.writable_net and os.path.exists(net):
+            linux.mount(net, net, None, MS_BIND)
+            bind_remount(target, MS_RDONLY | flags)
+            bind_remount(net, flags)
+        else:
+            bind_remount(target, MS_RDONLY | flags)
+
+
+class MaskProc(Op):
+    """Cover a /proc file with the container's /run/systemd/inaccessible/reg, as nspawn does
+    (and, as in nspawn, silently not where the container has none)."""
+
+    def __init__(self, where):
+        self.where = where
+
+    def execute(self, root):
+        target = under(root, self.where)
+        source = under(root, INACCESSIBLE_REG)
+        if not os.path.exists(target) or not os.path.exists(source):
+            return
+        try:
+            linux.mount(source, target, None, MS_BIND)
+        except OSError:
+            return
+        bind_remount(target, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
+SYSFS_DIRS = ("block", "bus", "class", "dev", "devices", "kernel")
+
+
+class NetnsSysfs(Op):
+    """/sys for a container with a network namespace of its own: a read-only tmpfs that
+    will hold block, bus, class, dev, devices and kernel of the namespace's own sysfs
+    (NetnsSysfsDirs), plus /sys/fs/cgroup."""
+
+    def __init__(self, where="/sys"):
+        self.where = where
+
+    def execute(self, root):
+        target = under(root, self.where)
+        flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+        mkdir_p(target)
+        linux.mount("tmpfs", target, "tmpfs", flags, "mode=0555,size=4m,nr_inodes=1k")
+        for name in SYSFS_DIRS + ("fs", "fs/cgroup"):
+            os.mkdir(f"{target}/{name}", 0o755)
+        bind_remount(target, MS_RDONLY | flags)
+
+
+class NetnsSysfsDirs(Op):
+    """The network namespace's sysfs (so /sys/class/net shows the container's links),
+    mounted on a scratch directory in /run and bound piecewise into the /sys tmpfs."""
+    where = "/sys"
+
+    def execute(self, root):
+        target = under(root, self.where)
+        full = under(root, f"/run/.#sysfs{os.urandom(8).hex()}")
+        os.mkdir(full, 0o700)
+        try:
+            linux.mount("sysfs", full, "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY)
+            try:
+                for name in SYSFS_DIRS:
+                    if os.path.isdir(f"{full}/{name}"):
+                        linux.mount(f"{full}/{name}", f"{target}/{name}", None, MS_BIND)
+            finally:
+                linux.umount2(full, linux.MNT_DETACH)
+        finally:
+            os.rmdir(full)

@@ -1,0 +1,96 @@
+"""The container's /proc/self/mountinfo compared line by line with systemd-nspawn 252's:
+mount points, parents, roots, per-mount and superblock options, propagation (shared /
+master, with the peer groups renumbered in order of appearance) and the order of the lines,
+including the hidden copies that propagation leaves below /run/host and /proc.
+
+Normalised away: mount IDs, device numbers, the random part of nspawn's scratch file names,
+and the order of the cgroup v1 controllers below /sys/fs/cgroup (nspawn mounts them in the
+order of a hash table, which differs from run to run)."""
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import skip_unless
+
+COMMON = ("--register=no", "--keep-unit", "-q", "--console=pipe")
+
+
+def normalise(mountinfo: str) -> list[str]:
+    """One line per mount: '[parent mount point] root point options propagation - fs'."""
+    rows = [line.split() for line in mountinfo.splitlines() if " - " in line]
+    points = {row[0]: row[4] for row in rows}
+    lines = []
+    for row in rows:
+        sep = row.index("-")
+        text = " ".join([f"[{points.get(row[1], 'outside')}]", *row[3:7], *row[7:sep], "-",
+                         *row[sep + 1:]])
+        lines.append(re.sub(r"\.#(\S*?)[0-9a-f]{16}//", r".#\1X//", text))
+    lines = _sort_cgroup_controllers(lines)
+    groups = {}
+
+    def renumber(match):
+        groups.setdefault(match.group(2), f"G{len(groups)}")
+        return f"{match.group(1)}:{groups[match.group(2)]}"
+    return [re.sub(r"(shared|master|propagate_from):(\d+)", renumber, line) for line in lines]
+
+
+def _sort_cgroup_controllers(lines: list[str]) -> list[str]:
+    block = [i for i, line in enumerate(lines) if line.startswith("[/sys/fs/cgroup] ")]
+    ordered = sorted(lines[i] for i in block)
+    out = list(lines)
+    for i, line in zip(block, ordered):
+        out[i] = line
+    return out
+
+
+@pytest.fixture
+def bind_source(tmp_path):
+    source = tmp_path / "src"
+    source.mkdir()
+    return source
+
+
+SCENARIOS = {
+    "plain": [],
+    "private-network": ["--private-network"],
+    "read-only": ["--read-only"],
+    "custom-mounts": ["--bind={src}:/mnt/b", "--tmpfs=/mnt/t", "--bind-ro={src}:/mnt/r"],
+    "timezone-and-resolv-bound": ["--timezone=bind", "--resolv-conf=bind-host"],
+}
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_busybox_mountinfo_is_nspawns(busybox_root, run_nspawnpy, systemd_nspawn, bind_source,
+                                      scenario):
+    args = [a.format(src=bind_source) for a in SCENARIOS[scenario]]
+    _compare(busybox_root, run_nspawnpy, systemd_nspawn, args)
+
+
+def test_debian_tree_mountinfo_is_nspawns_with_the_hybrid_cgroup_tree(
+        debian_root, run_nspawnpy, systemd_nspawn):
+    """A tree whose systemd copies with the hybrid layout gets cgroup2 at unified/ even for a
+    plain command (nspawn decides from the tree, not from --boot)."""
+    out = _compare(debian_root, run_nspawnpy, systemd_nspawn, [])
+    if Path("/sys/fs/cgroup/unified").is_dir():
+        assert any(" /sys/fs/cgroup/unified " in line for line in out)
+
+
+def test_busybox_tree_gets_no_unified_tree_even_when_booted(busybox_root, run_nspawnpy):
+    (busybox_root / "etc/inittab").write_text("::sysinit:/bin/cat /proc/self/mountinfo\n"
+                                              "::sysinit:/sbin/poweroff\n")
+    r = run_nspawnpy(*COMMON, "-b", "-D", busybox_root, timeout=60)
+    assert " /sys/fs/cgroup/unified " not in r.stdout and " /sys/fs/cgroup " in r.stdout
+
+
+def _compare(root, run_nspawnpy, systemd_nspawn, args) -> list[str]:
+    skip_unless(shutil.which("cat") is not None, "no cat")
+    theirs = systemd_nspawn([*COMMON, "-D", str(root), *args, "/bin/cat", "/proc/self/mountinfo"])
+    assert theirs.returncode == 0, theirs.stderr
+    ours = run_nspawnpy(*COMMON, "-D", root, *args, "/bin/cat", "/proc/self/mountinfo")
+    assert ours.returncode == 0, ours.stderr
+    expected = normalise(theirs.stdout)
+    assert normalise(ours.stdout) == expected
+    return expected
