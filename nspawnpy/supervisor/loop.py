@@ -9,12 +9,10 @@ import os
 import sys
 
 from .. import linux, protocol
-from .console import HANGUP_RETRY
 from ..errors import UserError
+from .events import EXIT_REBOOT, Events, log
 
-SIGHUP, SIGINT, SIGKILL, SIGTERM, SIGWINCH = 1, 2, 9, 15, 28
-SIGRTMIN = 34
-EXIT_REBOOT = 133
+SIGKILL = 9
 
 
 class Channels:
@@ -25,11 +23,6 @@ class Channels:
     def __init__(self, sync, notify, sysfs_fd, tunnel_fd=None):
         self.sync, self.notify, self.sysfs_fd = sync, notify, sysfs_fd
         self.tunnel_fd = tunnel_fd
-
-
-def log(message: str) -> None:
-    sys.stderr.write(message + "\n")
-    sys.stderr.flush()
 
 
 def run(plan) -> int:
@@ -105,7 +98,9 @@ def run_once(plan) -> int:
     return Supervisor(plan, pid, sync, notify).run()
 
 
-class Supervisor:
+class Supervisor(Events):
+    """One run of the container: PID 1's set-up handshake (start), its lifetime (wait,
+    in events.py) and the teardown."""
     def __init__(self, plan, pid, sync, notify):
         self.plan, self.pid, self.sync, self.notify = plan, pid, sync, notify
         self.settings = plan.settings
@@ -116,7 +111,15 @@ class Supervisor:
         self.terminating = False
         self.notifier = None
         self.child_error = None
-        self.network = None
+        # produced by start()'s steps (START) and used by later ones
+        self.console_master = None   # pty master PID 1 sent with READY
+        self.own_cgroup = False      # the payload has a cgroup of its own
+        self.network = None          # supervisor.network.Network: the links made
+        # wait()'s state
+        self.poller = None
+        self.handlers = {}           # fd -> handler
+        self.rearm_at = None         # when to poll a hung-up console again
+        self.status = None           # our exit status, once PID 1 is gone
 
     def run(self) -> int:
         try:
@@ -161,7 +164,7 @@ class Supervisor:
         self.sync.close()
         self.notify.close()
 
-    def receive_ready(self) -> int | None:
+    def receive_ready(self) -> None:
         import _socket
         message, ancdata, _, _ = self.sync.recvmsg(4096, _socket.CMSG_SPACE(4 * 4),
                                                    protocol.MSG_CMSG_CLOEXEC)
@@ -172,11 +175,13 @@ class Supervisor:
         if message != protocol.READY:
             os.waitpid(self.pid, 0)
             raise UserError("Child died too early.")
-        return fds[0] if fds else None
+        self.console_master = fds[0] if fds else None
 
     def enter_userns(self) -> None:
         """Write PID 1's UID/GID maps and fix up the tree's ownership; PID 1 waits for it."""
         userns = self.plan.userns
+        if userns is None:
+            return
         userns.write_maps(self.pid)
         tree = userns.apply(self.pid, self.plan.tree.root)
         fds = [] if tree is None else [tree]
@@ -187,51 +192,36 @@ class Supervisor:
         if tree is not None:
             os.close(tree)
 
-    def start(self) -> None:
-        plan = self.plan
-        own_cgroup = self.place_in_cgroups()
-        if plan.userns is not None:
-            self.enter_userns()
-        master = self.receive_ready()
-        network, ifindexes = plan.network.plan, []
-        if network is not None and (network.needs_netns or network.netns_path):
-            from . import network as links
-            net = links.setup(network, self.pid)
-            self.cleanups.append(net.teardown)
-            self.network = net
-            ifindexes = net.ifindexes
-        registration = plan.registration
-        if registration is not None:
-            self.cleanups.append(registration.register(self.pid, ifindexes))
-        if plan.userns is not None and own_cgroup:
-            from . import cgroup
-            cgroup.delegate_to(self.pid, plan.userns.base)
-        needs_janitor = self.cleanups or plan.cleanups
-        from .publish import remover  # the record is written once PID 1 has exec'd (on_sync)
-        self.cleanups.append(remover(plan.machine.name, self.pid))
-        if needs_janitor:
-            from .janitor import Janitor
-            self.janitor = Janitor(plan.cleanups + self.cleanups, self.pidfd)
-        if master is not None:
-            from .console import Relay
-            self.relay = Relay(master, plan.console.mode)
-        self.sync.send(protocol.GO)
-        if self.relay:
-            self.relay.start()
-        if os.environ.get("NOTIFY_SOCKET"):
-            from .notify import Notifier
-            self.notifier = Notifier(self.pid, self.settings.notify_ready)
+    # start() runs these steps in this order, from PID 1's clone to its go-ahead: (step,
+    # what it needs from earlier steps, what it produces). tests/test_layout.py checks that
+    # every need is produced earlier, so a reordering cannot silently drop, say, the
+    # interfaces from the registration.
+    START = (
+        ("place_in_cgroup", (), ("own_cgroup",)),
+        ("enter_userns", (), ("userns_set",)),
+        ("receive_ready", (), ("console_master",)),
+        ("make_links", (), ("links",)),
+        ("register", ("links",), ("registered",)),
+        ("delegate_cgroup", ("own_cgroup", "userns_set"), ()),
+        ("start_janitor", ("own_cgroup", "links", "registered"), ("janitor",)),
+        ("go_ahead", ("console_master", "janitor"), ("relay", "notifier")),
+    )
 
-    def place_in_cgroups(self) -> bool:
+    def start(self) -> None:
+        for step, _, _ in self.START:
+            getattr(self, step)()
+
+    def place_in_cgroup(self) -> None:
         """Give the payload (and with --keep-unit the supervisor) its cgroups, right after
         clone(): the first cgroup v1 move waits for an RCU grace period (~10 ms here), which
-        then passes while PID 1 builds its file system. Returns whether the payload has a
-        cgroup of its own."""
+        then passes while PID 1 builds its file system. A booted init needs a cgroup of its
+        own; a plain command stays in ours; machined's scope, if it makes one, is the
+        payload's own cgroup too."""
         registration = self.plan.registration
-        # machined makes a scope for the payload: that is its own cgroup
         scope = registration is not None and registration.makes_scope
+        self.own_cgroup = scope or self.settings.boot or self.settings.keep_unit
         if not ((self.settings.boot and not scope) or self.settings.keep_unit):
-            return scope  # a plain command stays in ours
+            return
         from . import cgroup
         placement = cgroup.Placement(self.plan.machine.name, self.settings.keep_unit)
         self.cleanups.append(placement.teardown)
@@ -239,141 +229,40 @@ class Supervisor:
             placement.attach(self.pid)
         except ProcessLookupError:
             pass  # PID 1 already failed; receive_ready() says why
-        return True
 
-    def wait(self) -> int:
-        import select
-        import time
-        from . import signals
-        wake_r = signals.catch()  # caught since main() started; queued ones are handled now
-        poller = select.poll()
-        poller.register(self.pidfd, select.POLLIN)
-        poller.register(wake_r, select.POLLIN)
-        poller.register(self.notify.fileno(), select.POLLIN)
-        poller.register(self.sync.fileno(), select.POLLIN)
-        relay = self.relay
-        if relay and relay.mode != "passive":
-            poller.register(relay.master, select.POLLIN)
-            if relay.forward_input:
-                poller.register(0, select.POLLIN)
-        if self.relay and self.relay.mode == "passive":
-            relay = None
-        rearm_at = None  # when to poll a hung-up console again (vhangup() in the guest)
-        while True:
-            if self.notifier:  # WATCHDOG=1 pings are due even when nothing happens
-                self.notifier.tick()
-            timeout = self.notifier.poll_timeout() if self.notifier else None
-            if rearm_at is not None:
-                left = max(0, int((rearm_at - time.monotonic()) * 1000))
-                if left == 0:
-                    poller.register(relay.master, select.POLLIN)
-                    rearm_at = None
-                else:
-                    timeout = left if timeout is None else min(timeout, left)
-            for fd, events in poller.poll(timeout):
-                if fd == self.pidfd:
-                    _, wstatus = os.waitpid(self.pid, 0)
-                    if self.relay:
-                        self.relay.release()
-                    if relay:
-                        self.drain(relay)
-                        if not self.settings.quiet:
-                            relay.end_line()
-                    self.on_sync(poller)
-                    if self.child_error:
-                        raise UserError(self.child_error)
-                    return self.exit_status(wstatus)
-                if fd == self.sync.fileno():
-                    self.on_sync(poller)
-                if relay and fd == relay.master:
-                    if not relay.output():
-                        poller.unregister(relay.master)
-                        rearm_at = time.monotonic() + HANGUP_RETRY
-                elif relay and fd == 0:
-                    if relay.input(time.monotonic()):
-                        self.signal(SIGKILL)
-                    if not relay.input_open:
-                        poller.unregister(0)
-                elif fd == wake_r:
-                    for signum in signals.take():
-                        self.on_signal(signum)
-                elif fd == self.notify.fileno():
-                    self.on_notify()
+    def make_links(self) -> None:
+        network = self.plan.network.plan
+        if network is not None and (network.needs_netns or network.netns_path):
+            from . import network as links
+            self.network = links.setup(network, self.pid)
+            self.cleanups.append(self.network.teardown)
 
-    def on_sync(self, poller) -> None:
-        """PID 1 reports a failure before exec here; EOF means exec happened."""
-        try:
-            message = self.sync.recv(4096, 0x40)  # MSG_DONTWAIT
-        except (BlockingIOError, OSError):
-            return
-        if message.startswith(protocol.ERROR):
-            self.child_error = message[1:].decode(errors="replace")
-        else:
-            try:
-                poller.unregister(self.sync.fileno())
-            except KeyError:
-                return
-            from .publish import publish
-            publish(self.plan, self.pid, self.network, self.plan.registration is not None)
+    def register(self) -> None:
+        registration = self.plan.registration
+        if registration is not None:
+            ifindexes = self.network.ifindexes if self.network else []
+            self.cleanups.append(registration.register(self.pid, ifindexes))
 
-    def drain(self, relay) -> None:
-        import select
-        while relay.output():
-            if not select.select([relay.master], [], [], 1.0)[0]:
-                break
+    def delegate_cgroup(self) -> None:
+        if self.plan.userns is not None and self.own_cgroup:
+            from . import cgroup
+            cgroup.delegate_to(self.pid, self.plan.userns.base)
 
-    def on_signal(self, signum: int) -> None:
-        if signum == SIGWINCH:
-            if self.relay:
-                self.relay.resize()
-            return
-        if signum not in (SIGTERM, SIGINT, SIGHUP):
-            return
-        kill_signal = self.settings.kill_signal
-        if kill_signal is None and self.settings.boot:
-            kill_signal = SIGRTMIN + 3
-        if kill_signal and not self.terminating:
-            self.terminating = True
-            log("Trying to halt container. Send SIGTERM again to trigger immediate termination.")
-            if self.notifier:
-                self.notifier.stopping()
-            self.signal(kill_signal)
-        else:
-            self.signal(SIGKILL)
+    def start_janitor(self) -> None:
+        needs_janitor = self.cleanups or self.plan.cleanups
+        from .publish import remover  # the record is written once PID 1 has exec'd (on_sync)
+        self.cleanups.append(remover(self.plan.machine.name, self.pid))
+        if needs_janitor:
+            from .janitor import Janitor
+            self.janitor = Janitor(self.plan.cleanups + self.cleanups, self.pidfd)
 
-    def on_notify(self) -> None:
-        import _socket
-        while True:
-            try:
-                data, ancdata, _, _ = self.notify.recvmsg(4096, _socket.CMSG_SPACE(12))
-            except (BlockingIOError, InterruptedError):
-                return
-            sender = None
-            for level, kind, cdata in ancdata:
-                if level == _socket.SOL_SOCKET and kind == _socket.SCM_CREDENTIALS:
-                    sender = int.from_bytes(cdata[0:4], sys.byteorder)
-            if sender != self.pid or self.notifier is None:
-                continue
-            self.notifier.message(data.decode(errors="replace"))
-
-    def exit_status(self, wstatus: int) -> int:
-        name = self.plan.machine.name
-        if os.WIFEXITED(wstatus):
-            code = os.WEXITSTATUS(wstatus)
-            if not self.settings.quiet:
-                log(f"Container {name} exited successfully." if code == 0
-                    else f"Container {name} failed with error code {code}.")
-            return code
-        sig = os.WTERMSIG(wstatus)
-        if sig == SIGINT:
-            if not self.settings.quiet:
-                log(f"Container {name} has been shut down.")
-            return 0
-        if sig == SIGHUP:
-            if not self.settings.quiet:
-                log(f"Container {name} is being rebooted.")
-            return EXIT_REBOOT
-        from ..config.values import signal_name
-        log(f"Container {name} terminated by signal {signal_name(sig)}.")
-        return 1
-
+    def go_ahead(self) -> None:
+        if self.console_master is not None:
+            from .console import Relay
+            self.relay = Relay(self.console_master, self.plan.console.mode)
+        self.sync.send(protocol.GO)
+        if self.relay:
+            self.relay.start()
+        if os.environ.get("NOTIFY_SOCKET"):
+            from .notify import Notifier
+            self.notifier = Notifier(self.pid, self.settings.notify_ready)
