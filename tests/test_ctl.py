@@ -312,3 +312,97 @@ def test_remove_refuses_a_running_machine_then_removes_tree_and_settings(machine
     r = ctl("remove", name)
     assert r.returncode == 0, r.stderr
     assert not machine_tree.exists() and not settings.exists()
+
+
+# --- create -----------------------------------------------------------------------------------
+
+@pytest.fixture
+def new_name():
+    """A fresh machine name; whatever create made of it is removed afterwards."""
+    import rootfs
+    name = f"ctl-new-{secrets.token_hex(3)}"
+    yield name
+    if (Path("/var/lib/machines") / name).exists():
+        rootfs.rmtree(Path("/var/lib/machines") / name)
+
+
+def scratch_left(name):
+    return [p for p in os.listdir("/var/lib/machines") if p.startswith(f".#{name}.")]
+
+
+def test_create_busybox_makes_a_tree_that_runs(new_name, run_nspawnpy):
+    r = ctl("create", new_name, "--distribution=busybox")
+    assert r.returncode == 0, r.stderr
+    r = run_nspawnpy("-q", "--register=no", "--console=pipe", "-M", new_name, "/bin/sh", "-c",
+                     "id -u; cat /etc/os-release | head -1; wc -c </etc/machine-id")
+    assert r.stdout.split() == ["0", "NAME=BusyBox", "0"], r.stderr
+    r = ctl("create", new_name, "--distribution=busybox")
+    assert r.returncode == 1 and r.stderr.startswith(f"Machine '{new_name}' already exists")
+    assert scratch_left(new_name) == []
+
+
+def test_a_booted_busybox_machine_gives_root_a_shell_on_the_console(new_name):
+    import pty
+    import select
+    assert ctl("create", new_name, "--distribution=busybox").returncode == 0
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execve(PYTHON, [PYTHON, "-m", "nspawnpy", "-q", "--register=no", "-b", "-M", new_name],
+                  ENV)
+    out, deadline = b"", time.monotonic() + 20
+    os.write(fd, b"\n")
+    while b"uid=0" not in out and time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.2)[0]:
+            out += os.read(fd, 4096)
+        if out.endswith(b"# "):
+            os.write(fd, b"id; poweroff -f\n")
+    assert b"uid=0(root)" in out, out
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+
+
+def test_create_from_a_directory_and_a_tarball_keeps_owners(new_name, busybox_root, tmp_path):
+    os.chown(busybox_root / "etc/passwd", 1234, 5678)
+    assert ctl("create", new_name, f"--from={busybox_root}").returncode == 0
+    made = Path("/var/lib/machines") / new_name
+    assert os.stat(made / "etc/passwd").st_uid == 1234 and (made / "bin/sh").is_symlink()
+    tarball = tmp_path / "tree.tar.gz"
+    subprocess.run(["tar", "-czf", tarball, "-C", busybox_root, "."], check=True)
+    second = f"{new_name}-t"
+    try:
+        r = ctl("create", second, f"--from={tarball}")
+        assert r.returncode == 0, r.stderr
+        assert os.stat(Path("/var/lib/machines") / second / "etc/passwd").st_gid == 5678
+    finally:
+        import rootfs
+        rootfs.rmtree(Path("/var/lib/machines") / second)
+
+
+def test_create_from_something_that_is_not_a_tarball_leaves_nothing(new_name, tmp_path):
+    bogus = tmp_path / "tree.tar"
+    bogus.write_text("not a tarball\n")
+    r = ctl("create", new_name, f"--from={bogus}")
+    assert r.returncode == 1 and len(r.stderr.splitlines()) == 1 and str(bogus) in r.stderr
+    assert not (Path("/var/lib/machines") / new_name).exists() and scratch_left(new_name) == []
+
+
+@pytest.mark.parametrize("args, word", [(["../evil"], "Invalid machine name"),
+                                        (["x", "--distribution=arch"], "--distribution"),
+                                        (["x", "--from=/nonexistent"], "/nonexistent")])
+def test_create_refuses_bad_input_naming_it(args, word):
+    r = ctl("create", *args)
+    assert r.returncode == 1 and word in r.stderr and len(r.stderr.splitlines()) == 1
+    assert not Path("/var/lib/machines/x").exists()
+
+
+# --- checkconfig ------------------------------------------------------------------------------
+
+def test_checkconfig_proves_what_this_host_has_and_leaves_nothing():
+    r = ctl("checkconfig")
+    assert "\033[" not in r.stdout  # not a terminal: no colour
+    lines = dict(line.split(": ", 1) for line in r.stdout.splitlines() if ": " in line)
+    for name in ("mount", "pid", "cgroup", "pidfd", "veth"):
+        assert lines[name].startswith("yes"), r.stdout
+    assert lines["systemd as PID 1"].startswith("yes") == os.path.isdir("/run/systemd/system")
+    assert r.returncode == 0
+    assert [n for n in os.listdir("/run") if n.startswith(".nspawnpy-check")] == []
+    assert leftovers() == []
