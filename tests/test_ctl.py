@@ -406,3 +406,32 @@ def test_checkconfig_proves_what_this_host_has_and_leaves_nothing():
     assert r.returncode == 0
     assert [n for n in os.listdir("/run") if n.startswith(".nspawnpy-check")] == []
     assert leftovers() == []
+
+
+# --- a booted Debian guest --------------------------------------------------------------------
+
+@pytest.mark.parametrize("options", [(), ("-U",)])
+def test_attach_and_stop_a_booted_debian_guest(debian_root, options):
+    proc, name = spawn(debian_root, *options, "-b")
+    try:
+        wait_published(name, proc, timeout=60)
+
+        def booted():
+            r = ctl("attach", name, "--", "systemctl", "is-system-running")
+            return r.stdout.strip() in ("running", "degraded")
+        wait_for(booted, timeout=60, what="the guest to boot")
+        assert view(name, "self") == view(name, "1")
+        r = ctl("attach", name, "--", "/bin/sh", "-c", "cat /etc/hostname 2>/dev/null; hostname; "
+                "cat /proc/self/loginuid; echo $container")
+        assert name in r.stdout.split() and "systemd-nspawn" in r.stdout
+        if options:
+            assert ctl("attach", name, "--", "id", "-u").stdout == "0\n"
+            assert view(name, "self").splitlines()[5] != os.readlink("/proc/self/ns/user")
+        info = json.loads(ctl("info", name, "--json=short").stdout)
+        assert info["usage"]["tasks"] > 3 and info["boot"] is True
+        r = ctl("stop", name, "--timeout=30")
+        assert r.returncode == 0, r.stderr
+        assert proc.wait(timeout=5) == 0, proc.stderr.read()  # a clean poweroff
+    finally:
+        end(proc)
+    assert leftovers() == []
