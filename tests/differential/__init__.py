@@ -1,0 +1,1 @@
+"""The differential harness against systemd-nspawn 252 (see test_differential.py)."""
