@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import os
 import pty
+import resource
 import select
 import shutil
 import stat
@@ -279,6 +280,13 @@ def _controlling_tty() -> None:
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
+def _caller_limits() -> None:
+    """The same starting point on every machine: the caller's soft RLIMIT_NOFILE raised to its
+    hard limit (what the tools do with it is compared)."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def run_tool(tool: str, scenario: Scenario, world: World) -> Run:
     build_world(scenario, world)
     before = manifest(world.tree)
@@ -289,7 +297,8 @@ def run_tool(tool: str, scenario: Scenario, world: World) -> Run:
         with testhost.ScratchCgroup("diff") as cg:
             runner = _run_pty if scenario.console == "pty" else _run_pipes
             status, output, errors = runner(cmd, env, str(world.scratch),
-                                    (extra_fd,) if extra_fd is not None else (), cg.enter)
+                                            (extra_fd,) if extra_fd is not None else (),
+                                            lambda: (cg.enter(), _caller_limits()))
     finally:
         if extra_fd is not None:
             os.close(extra_fd)
