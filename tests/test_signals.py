@@ -40,13 +40,13 @@ def locked_the_tree(pid: int, root: Path) -> bool:
 
 
 def processes_running(marker: str) -> list[int]:
-    """Processes whose command line contains *marker* (the payload's unique argument)."""
+    """The payloads `/bin/sleep MARKER` (not nspawnpy, whose command line names it too)."""
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if marker.encode() in f.read():
+                    if f.read() == f"/bin/sleep\0{marker}\0".encode():
                         found.append(int(entry))
             except OSError:
                 pass
@@ -115,7 +115,7 @@ def test_sigterm_at_any_moment_of_setup_stops_the_container_and_leaves_nothing(b
         if status not in expected or (status == 1 and "terminated by signal KILL" not in err):
             failures.append(f"run {run}: status {status}: {err!r}")
         if mode == "boot":
-            marker = "sleep 3600"
+            marker = "3600"
         try:
             wait_for(lambda: not processes_running(marker), timeout=10)
         except AssertionError:
@@ -150,3 +150,71 @@ def test_sigterm_during_setup_exits_as_systemd_nspawn_does(busybox_root):
             results.append((p.returncode, lines))
         assert results[0] == results[1] == (1, [f"Container {busybox_root.name} terminated by "
                                                 "signal KILL."])
+
+
+# -- SIGKILL of the supervisor -------------------------------------------------------------
+
+KILL_MODES = {
+    "plain": [],
+    "user": ["-u", "nobody"],
+    "as-pid2": ["-a"],
+    "boot": ["-b"],
+    "userns": ["-U"],
+    "keep-unit": ["--keep-unit"],
+    "user-userns": ["-u", "nobody", "-U"],
+    "user-keep-unit": ["-u", "nobody", "--keep-unit"],
+    "as-pid2-user": ["-a", "-u", "nobody"],
+    "as-pid2-userns-keep-unit": ["-a", "-U", "--keep-unit"],
+    "boot-keep-unit": ["-b", "--keep-unit"],
+    "boot-userns-keep-unit": ["-b", "-U", "--keep-unit"],
+    "user-veth-ephemeral": ["-u", "nobody", "-n", "--ephemeral"],
+}
+
+
+def pid_namespace_of(marker: str) -> str:
+    pids = wait_for(lambda: processes_running(marker), what=f"payload {marker}")
+    return os.readlink(f"/proc/{pids[0]}/ns/pid")
+
+
+def in_namespace(namespace: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.readlink(f"/proc/{entry}/ns/pid") == namespace:
+                    found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+def scratch_children(cg) -> list[str]:
+    """What the run made below its (scratch) cgroup: --keep-unit's payload/ and supervisor/."""
+    return [os.path.join(root, d) for top in cg.dirs for root, dirs, _ in os.walk(top) for d in dirs]
+
+
+@pytest.mark.parametrize("mode", KILL_MODES)
+def test_sigkill_of_the_supervisor_takes_the_container_and_leaves_nothing(busybox_root, mode):
+    marker = f"{random.randint(10**6, 10**7)}"
+    args = ["--console=pipe", *KILL_MODES[mode], "-D", str(busybox_root)]
+    payload = [] if "-b" in args else ["/bin/sleep", marker]
+    (busybox_root / "etc/inittab").write_text(f"::sysinit:/bin/sleep {marker}\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    with testhost.ScratchCgroup("kill") as cg:
+        p = subprocess.Popen([PYTHON, "-m", "nspawnpy", "--register=no", "-q", *args, *payload],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, env=env, preexec_fn=cg.enter)
+        try:
+            namespace = pid_namespace_of(marker)
+        finally:
+            p.kill()
+            p.wait()
+        wait_for(lambda: not in_namespace(namespace), timeout=15, what="the container's end")
+        wait_for(lambda: own_leftovers(busybox_root) == [], timeout=15, what="clean-up")
+        wait_for(lambda: scratch_children(cg) == [], timeout=15, what="cgroups removed")
+        # The tree's lock went with it: it starts again at once.
+        again = [a for a in args if a not in ("-b", "--ephemeral")] + ["/bin/true"]
+        r = subprocess.run([PYTHON, "-m", "nspawnpy", "--register=no", "-q", *again],
+                           capture_output=True, text=True, timeout=60, env=env, preexec_fn=cg.enter)
+        assert r.returncode == 0, r.stderr
+    assert own_leftovers(busybox_root) == []

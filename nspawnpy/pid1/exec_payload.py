@@ -18,6 +18,7 @@ from .. import errors, linux
 
 BOOT_INITS = ("/usr/lib/systemd/systemd", "/lib/systemd/systemd", "/sbin/init")
 PER_LINUX32 = 0x0008
+SIGKILL = 9
 TIOCSCTTY = 0x540E
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 
@@ -63,6 +64,9 @@ def _exec_payload(plan, console_pts, user, path, argv, env) -> None:
         os.setresgid(user.gid, user.gid, user.gid)
         caps.apply(plan.kept_caps, 0)
         os.setresuid(user.uid, user.uid, user.uid)
+        # The credential change cleared the parent-death signal: without it the payload
+        # would outlive a killed supervisor.
+        linux.prctl(linux.PR_SET_PDEATHSIG, SIGKILL)
     else:
         caps.apply(plan.kept_caps, s.ambient_capability)
     if s.no_new_privileges:

@@ -48,6 +48,12 @@ def _watch(read_end: int, cleanups: list, pidfd: int) -> None:
             _signal.signal(sig, _signal.SIG_IGN)
         message = os.read(read_end, 1)
         if message != DONE:
+            # The container dies with its supervisor (PID 1's parent-death signal); make
+            # sure of it where that signal was lost (a set-user-ID payload clears it).
+            try:
+                _signal.pidfd_send_signal(pidfd, 9)
+            except ProcessLookupError:
+                pass
             select.select([pidfd], [], [], 30)
             for cleanup in reversed(cleanups):
                 try:
