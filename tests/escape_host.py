@@ -83,6 +83,9 @@ class Host:
         self.canary.write_text(CANARY_TEXT)
         self.hostname = socket.gethostname()
         self.knobs = {p: Path(p).read_text() for p in self._knob_paths()}
+        # What the probe writes to the numeric knobs: ours alone, so that a concurrent run
+        # of this suite, whose writes land here too, is not taken for our container's.
+        self.knob_value = 20000 + int(self.token[:4], 16) % 10000
         self.swaps = Path("/proc/swaps").read_text()
         self.clock_offset = time.time() - time.monotonic()
         self.dummy = self._start_dummy()
@@ -111,7 +114,7 @@ class Host:
 
     @staticmethod
     def _knob_paths() -> list[str]:
-        paths = [f"/proc/sys/{probe.PRINTK_BURST}", f"/sys/{probe.RCU_EXPEDITED}",
+        paths = [f"/proc/sys/{probe.PRINTK_BURST}", f"/sys/{probe.KSM_PAGES}",
                  "/proc/sys/kernel/core_pattern", "/proc/sys/kernel/modprobe"]
         paths += [str(root / "release_agent") for root in _cgroup_roots()
                   if (root / "release_agent").exists()]
@@ -128,6 +131,7 @@ class Host:
         binaries += [os.path.realpath(p) for p in [systemd_nspawn()] if p]
         return {
             "token": self.token,
+            "knob_value": self.knob_value,
             "canary": str(self.canary),
             "canary_id": _ident(self.canary),
             "canary_rel": "/" + os.path.relpath(self.canary, mountpoint),
@@ -178,9 +182,12 @@ class Host:
             yield f"host name changed to {name}"
 
     def _check_knobs(self):
+        """Our value in a numeric knob, or any change to the others (which the probe writes
+        with their own values)."""
         for path, value in self.knobs.items():
             now = Path(path).read_text()
-            if now != value:
+            numeric = value.strip().isdigit()
+            if now.strip() == str(self.knob_value) or (not numeric and now != value):
                 Path(path).write_text(value if value.strip() else "\n")
                 yield f"{path} changed from {value!r} to {now!r}"
 

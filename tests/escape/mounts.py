@@ -10,7 +10,7 @@ import struct
 from . import probe
 from .probe import (CLONE_NEWNS, CLONE_NEWUSER, ESCAPED, FileHandle, MNT_DETACH, MS_BIND,
                      MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_REC, MS_REMOUNT,
-                     RCU_EXPEDITED, REACHED, READ_ONLY_MARKER, REFUSED, WORK, attempt,
+                     KSM_PAGES, REACHED, READ_ONLY_MARKER, REFUSED, WORK, attempt,
                      canary_reachable_at, climb_out, contained, errname,
                      host_canary_visible, mount, mountinfo, private_mount_ns, read_file,
                      same_file, sc, try_os, verdict, worst, write_canary_at, write_file,
@@ -19,8 +19,8 @@ from .probe import (CLONE_NEWNS, CLONE_NEWUSER, ESCAPED, FileHandle, MNT_DETACH,
 
 @attempt("main", "privnet")
 def proc_sys_global_write(cfg):
-    """write host-wide knobs: kernel.printk_ratelimit_burst and /sys/kernel/rcu_expedited"""
-    return write_global_knobs()
+    """write host-wide knobs: kernel.printk_ratelimit_burst and /sys/kernel/mm/ksm/pages_to_scan"""
+    return write_global_knobs(cfg)
 
 
 @attempt()
@@ -39,11 +39,10 @@ def sethostname(cfg):
 
 @attempt("main", "privnet")
 def sys_kernel_write(cfg):
-    """write /sys/kernel/rcu_expedited (a host-wide knob)"""
-    rcu = read_file("/sys/" + RCU_EXPEDITED)
-    if rcu is None:
+    """write /sys/kernel/mm/ksm/pages_to_scan (a host-wide knob)"""
+    if read_file("/sys/" + KSM_PAGES) is None:
         return REFUSED, "not readable"
-    err = write_file("/sys/" + RCU_EXPEDITED, "0" if rcu.strip() == "1" else "1")
+    err = write_file("/sys/" + KSM_PAGES, str(cfg["knob_value"]))
     return verdict(err), errname(err)
 
 
@@ -63,20 +62,20 @@ def proc_mount_fresh_rw(cfg):
     err = mount("proc", target, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     if err:
         return verdict(err, REACHED), f"mount: {errname(err)}"
-    outcome, detail = write_global_knobs(proc=target)
+    outcome, detail = write_global_knobs(cfg, proc=target)
     return worst(REACHED, outcome), "mount ok; " + detail
 
 
 @attempt("main", "privnet")
 def sysfs_mount_fresh_rw(cfg):
-    """mount a new sysfs instance read-write and write /sys/kernel/rcu_expedited through it"""
+    """mount a new sysfs instance read-write and write /sys/kernel/mm/ksm/pages_to_scan through it"""
     private_mount_ns()
     target = os.path.join(WORK, "sys")
     os.makedirs(target, exist_ok=True)
     err = mount("sysfs", target, "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     if err:
         return verdict(err, REACHED), f"mount: {errname(err)}"
-    outcome, detail = write_global_knobs(proc="/nonexistent", sys_=target)
+    outcome, detail = write_global_knobs(cfg, proc="/nonexistent", sys_=target)
     return worst(REACHED, outcome), "mount ok; " + detail
 
 
@@ -101,16 +100,16 @@ def remount_proc_sys_rw(cfg):
     """remount /proc/sys read-write, then write host-wide sysctls"""
     private_mount_ns()
     err = remount_rw("/proc/sys")
-    outcome, detail = write_global_knobs()
+    outcome, detail = write_global_knobs(cfg)
     return worst(verdict(err, REACHED), outcome), f"remount: {errname(err)}; {detail}"
 
 
 @attempt("main", "privnet")
 def remount_sys_rw(cfg):
-    """remount /sys read-write, then write /sys/kernel/rcu_expedited"""
+    """remount /sys read-write, then write /sys/kernel/mm/ksm/pages_to_scan"""
     private_mount_ns()
     err = remount_rw("/sys")
-    outcome, detail = write_global_knobs(proc="/nonexistent")
+    outcome, detail = write_global_knobs(cfg, proc="/nonexistent")
     return worst(verdict(err, REACHED), outcome), f"remount: {errname(err)}; {detail}"
 
 
@@ -145,7 +144,7 @@ def umount_proc_masks(cfg):
             if err:
                 break
             details.append(f"umount {path}")
-    outcome, knobs = write_global_knobs()
+    outcome, knobs = write_global_knobs(cfg)
     outcomes = [outcome]
     err = write_file("/proc/sysrq-trigger", "h")
     outcomes.append(verdict(err))
@@ -178,8 +177,8 @@ def unshare_userns_mount_tricks(cfg):
     os.makedirs(WORK + "/usys", exist_ok=True)
     steps["mount proc"] = mount("proc", WORK + "/uproc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     steps["mount sysfs"] = mount("sysfs", WORK + "/usys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    outcomes = [write_global_knobs()[0],
-                write_global_knobs(WORK + "/uproc", WORK + "/usys")[0]]
+    outcomes = [write_global_knobs(cfg)[0],
+                write_global_knobs(cfg, WORK + "/uproc", WORK + "/usys")[0]]
     detail = ", ".join(f"{k}: {errname(v)}" for k, v in steps.items())
     return worst(*outcomes), detail
 

@@ -40,7 +40,7 @@ ACK_FIFO = "/escape-ack"
 REBOOT_MARKER = "/escape-rebooted"
 READ_ONLY_MARKER = "/escape-read-only-written"
 PRINTK_BURST = "kernel/printk_ratelimit_burst"
-RCU_EXPEDITED = "kernel/rcu_expedited"
+KSM_PAGES = "kernel/mm/ksm/pages_to_scan"   # harmless while KSM is off
 NS_TYPES = ("mnt", "pid", "net", "uts", "ipc", "user", "cgroup", "time")
 
 # x86_64 system call numbers
@@ -231,20 +231,16 @@ def sysctl_value(proc, knob):
     return read_file(f"{proc}/sys/{knob}")
 
 
-def write_global_knobs(proc="/proc", sys_="/sys"):
-    """Try the two harmless host-wide knobs the test watches (it restores them).
-    Return (outcome, detail)."""
+def write_global_knobs(cfg, proc="/proc", sys_="/sys"):
+    """Try the two harmless host-wide knobs the test watches, writing this run's own value
+    (so that concurrent runs do not take each other's writes for their own; the test restores
+    them).  Return (outcome, detail)."""
     details, outcomes = [], []
-    burst = sysctl_value(proc, PRINTK_BURST)
-    if burst is not None:
-        err = write_file(f"{proc}/sys/{PRINTK_BURST}", str(int(burst) + 1))
-        details.append(f"{PRINTK_BURST}: {errname(err)}")
-        outcomes.append(verdict(err))
-    rcu = read_file(f"{sys_}/{RCU_EXPEDITED}")
-    if rcu is not None:
-        err = write_file(f"{sys_}/{RCU_EXPEDITED}", "0" if rcu.strip() == "1" else "1")
-        details.append(f"{RCU_EXPEDITED}: {errname(err)}")
-        outcomes.append(verdict(err))
+    for path in (f"{proc}/sys/{PRINTK_BURST}", f"{sys_}/{KSM_PAGES}"):
+        if read_file(path) is not None:
+            err = write_file(path, str(cfg["knob_value"]))
+            details.append(f"{path}: {errname(err)}")
+            outcomes.append(verdict(err))
     return worst(*outcomes), "; ".join(details) or "no knob found"
 
 
