@@ -33,5 +33,27 @@ def parser() -> argparse.ArgumentParser:
 
 
 def add_json(sub) -> None:
-    sub.add_argument("--json", choices=("pretty", "short", "off"), default="off",
+    sub.add_argument("--json", choices=("pretty", "short", "off"), default="off", metavar="MODE",
                      help="print JSON (pretty: indented, short: one line)")
+
+
+def describe() -> list:
+    """[(verb, help, positionals, options)] for the man page and the completion, where an
+    option is (spellings, metavar or None for a flag, choices or None, help)."""
+    top = parser()
+    sub = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {choice.dest: choice.help for choice in sub._choices_actions}
+    verbs = []
+    for verb, p in sub.choices.items():
+        positionals, options = [], []
+        for action in p._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            if not action.option_strings:
+                positionals.append((action.metavar or action.dest, action.nargs))
+                continue
+            takes_value = action.nargs != 0
+            metavar = (action.metavar or action.dest.upper()) if takes_value else None
+            options.append((tuple(action.option_strings), metavar, action.choices, action.help))
+        verbs.append((verb, helps[verb], positionals, options))
+    return verbs
