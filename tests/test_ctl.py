@@ -440,3 +440,64 @@ def test_attach_and_stop_a_booted_debian_guest(debian_root, options):
     finally:
         end(proc)
     assert stray(name, debian_root) == []
+
+
+def test_the_janitor_removes_the_record_after_kill_9(running):
+    proc, name = running("--network-veth", "/bin/sleep", "60")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    wait_for(lambda: not (STATE / name).exists(), timeout=30, what="the janitor")
+    assert stray(name) == []
+
+
+def test_list_all_adds_stopped_trees(machine_tree):
+    rows = {m["name"]: m for m in json.loads(ctl("list", "--all", "--json=short").stdout)}
+    assert rows[machine_tree.name]["state"] == "stopped"
+    assert rows[machine_tree.name]["root"] == str(machine_tree)
+    assert machine_tree.name not in ctl("list").stdout
+
+
+@pytest.mark.parametrize("verb", ["list", "checkconfig", "create x", "stop x", "attach x"])
+def test_every_verb_needs_root(verb):
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", PYTHON,
+                        "-m", "nspawnpy.ctl", *verb.split()], capture_output=True, text=True,
+                       env=ENV, cwd="/")
+    assert r.returncode == 1 and r.stderr == "Need to be root.\n"
+
+
+def test_create_debian_debootstraps_a_tree_root_can_log_into_at_the_console(new_name):
+    """The one test that runs debootstrap from the network (about a minute)."""
+    import pty
+    import select
+    import shutil
+    import rootfs
+    if not shutil.which("debootstrap"):
+        pytest.skip("debootstrap is not installed")
+    try:
+        rootfs.debian_tarball()   # skips where no mirror could be reached before
+    except rootfs.RootfsUnavailable as e:
+        pytest.skip(f"no Debian mirror: {e}")
+    r = ctl("create", new_name, timeout=1200)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "I: Retrieving" in r.stdout + r.stderr            # debootstrap's progress is shown
+    tree = Path("/var/lib/machines") / new_name
+    assert (tree / "etc/machine-id").read_text() == ""
+    assert not (tree / "etc/hostname").exists()
+    assert (tree / "etc/shadow").read_text().startswith("root::")
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execve(PYTHON, [PYTHON, "-m", "nspawnpy", "-q", "--register=no", "-b", "-M", new_name],
+                  ENV)
+    out, deadline, step = b"", time.monotonic() + 90, 0
+    replies = ((b"login: ", b"root\n"), (b"# ", b"id -u; systemctl poweroff\n"))
+    while time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.2)[0]:
+            try:
+                out += os.read(fd, 4096)
+            except OSError:
+                break
+        if step < len(replies) and out.rstrip(b" ").endswith(replies[step][0].rstrip(b" ")):
+            os.write(fd, replies[step][1])
+            step += 1
+    assert step == 2 and b"\r0\r\n" in out, out[out.find(b"login:"):][:1500]
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
