@@ -5,12 +5,12 @@ import random
 
 import pytest
 
+from nspawnpy.config.values import parse_boolean
 from nspawnpy.errors import UserError
 from nspawnpy.config.ini import (
     Assignment,
     cunescape,
     extract_first_word,
-    parse_boolean,
     parse_unit_text,
     read_unit_file,
     split_words,

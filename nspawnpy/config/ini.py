@@ -1,8 +1,8 @@
 """Reader for systemd's INI dialect as used by .nspawn files (config_parse() semantics).
 
 The reader only splits a file into (section, key, value) assignments with their
-file:line; it never interprets values. Helpers for the value syntaxes shared by
-many keys (booleans, word lists with quoting and C escapes) live here too.
+file:line; it never interprets values (config/values.py does). The word splitting
+with quoting and C escapes that many values use lives here too.
 
 Behaviour follows systemd v252:
   * physical lines end at \\n, \\r, \\0 or any combination of distinct markers
@@ -24,13 +24,12 @@ import os
 import sys
 
 from nspawnpy.errors import UserError
-from nspawnpy.config.values import parse_boolean  # noqa: F401 - re-exported
 
 WHITESPACE = " \t\n\r"
 LONG_LINE_MAX = 1 << 20  # systemd's LONG_LINE_MAX: 1 MiB per (joined) line
 
 __all__ = [
-    "Assignment", "read_unit_file", "parse_unit_text", "parse_boolean",
+    "Assignment", "read_unit_file", "parse_unit_text",
     "split_words", "extract_first_word", "cunescape", "WHITESPACE",
 ]
 

@@ -7,7 +7,7 @@ and the man page's option list are all derived from OPTIONS.
 Runs in: the host side; also imported by packaging/ to make the man page and completion.
 """
 
-from . import values as p
+from . import mountspec as m, values as p
 
 # How a value is stored: "value" (last one wins), "list" (appends; an empty
 # file assignment resets it), "flag" (command line takes no argument and stores
@@ -116,7 +116,7 @@ OPTIONS = [
       help="Specify pkcs7 signature of root hash for verity"),
     O("verity_data", "verity-data", metavar="PATH", topic=IMG,
       help="Specify hash device for verity"),
-    O("pivot_root", "pivot-root", key="Exec/PivotRoot", parse=p.pivot_root, metavar="PATH[:PATH]",
+    O("pivot_root", "pivot-root", key="Exec/PivotRoot", parse=m.pivot_root, metavar="PATH[:PATH]",
       topic=IMG, help="Pivot root to given directory in the container"),
     # Execution
     O("boot", "boot", "b", key="Exec/Boot", kind="flag", parse=p.boolean, default=False,
@@ -235,22 +235,22 @@ OPTIONS = [
     O("link_journal", short="j", kind="flag", const="try-guest", topic=INT,
       help="Equivalent to --link-journal=try-guest"),
     # Mounts
-    O("bind", "bind", key="Files/Bind", parse=p.bind, kind="list", default=[], trusted=True,
+    O("bind", "bind", key="Files/Bind", parse=m.bind, kind="list", default=[], trusted=True,
       group="mounts", metavar="PATH[:PATH[:OPTIONS]]",
       topic=MNT, help="Bind mount a file or directory from the host into the container"),
-    O("bind_ro", "bind-ro", key="Files/BindReadOnly", parse=p.bind, kind="list", default=[],
+    O("bind_ro", "bind-ro", key="Files/BindReadOnly", parse=m.bind, kind="list", default=[],
       trusted=True, group="mounts", metavar="PATH[:PATH[:OPTIONS]]", topic=MNT,
       help="Similar, but creates a read-only bind mount"),
     O("inaccessible", "inaccessible", key="Files/Inaccessible", parse=p.absolute_path, kind="list",
       default=[], trusted=True, group="mounts", metavar="PATH", topic=MNT,
       help="Over-mount file node with inaccessible node to mask it"),
-    O("tmpfs", "tmpfs", key="Files/TemporaryFileSystem", parse=p.tmpfs, kind="list", default=[],
+    O("tmpfs", "tmpfs", key="Files/TemporaryFileSystem", parse=m.tmpfs, kind="list", default=[],
       trusted=True, group="mounts", metavar="PATH:[OPTIONS]", topic=MNT,
       help="Mount an empty tmpfs to the specified directory"),
-    O("overlay", "overlay", key="Files/Overlay", parse=p.overlay, kind="list", default=[],
+    O("overlay", "overlay", key="Files/Overlay", parse=m.overlay, kind="list", default=[],
       trusted=True, group="mounts", metavar="PATH[:PATH...]:PATH", topic=MNT,
       help="Create an overlay mount from the host to the container"),
-    O("overlay_ro", "overlay-ro", key="Files/OverlayReadOnly", parse=p.overlay, kind="list",
+    O("overlay_ro", "overlay-ro", key="Files/OverlayReadOnly", parse=m.overlay, kind="list",
       default=[], trusted=True, group="mounts", metavar="PATH[:PATH...]:PATH", topic=MNT,
       help="Similar, but creates a read-only overlay mount"),
     O("bind_user", "bind-user", key="Files/BindUser", parse=p.bind_user, kind="list", default=[],

@@ -47,6 +47,42 @@ def boolean(value: str) -> bool:
     return parse_boolean(value)
 
 
+def size_bytes(value: str) -> int:
+    """1024-based sizes with K/M/G/T/P/E suffixes (B optional), like systemd's parse_size."""
+    v = value.strip().upper().removesuffix("B")
+    factor = 1
+    for i, suffix in enumerate("KMGTPE", 1):
+        if v.endswith(suffix):
+            v, factor = v[:-1], 1024 ** i
+            break
+    number = float(v)
+    if number < 0:
+        raise ValueError(value)
+    return int(number * factor)
+
+
+def timespan_usec(value: str) -> int:
+    """A systemd time span ("90", "5min", "1h 30s", "infinity") in microseconds."""
+    if value == "infinity":
+        return (1 << 64) - 1
+    units = {"us": 1, "usec": 1, "ms": 1000, "msec": 1000, "s": 10**6, "sec": 10**6,
+             "second": 10**6, "seconds": 10**6, "m": 60 * 10**6, "min": 60 * 10**6,
+             "minutes": 60 * 10**6, "h": 3600 * 10**6, "hr": 3600 * 10**6,
+             "hour": 3600 * 10**6, "hours": 3600 * 10**6, "d": 86400 * 10**6,
+             "day": 86400 * 10**6, "days": 86400 * 10**6}
+    import re
+    total, pos = 0, 0
+    text = value.strip()
+    for m in re.finditer(r"\s*([0-9.]+)\s*([a-z]*)", text):
+        if m.start() != pos:
+            raise ValueError(value)
+        total += float(m.group(1)) * units[m.group(2) or "s"]
+        pos = m.end()
+    if pos != len(text) or not text:
+        raise ValueError(value)
+    return int(total)
+
+
 def string(value: str) -> str:
     return value
 
@@ -263,85 +299,6 @@ def cpu_set(value: str) -> frozenset:
             raise ValueError(f"invalid CPU range '{item}'")
         cpus.update(range(lo, hi + 1))
     return frozenset(cpus)
-
-
-def _split_colon(value: str) -> list[str]:
-    """Split on ':' honouring '\\:' escapes, as nspawn's bind specs do."""
-    parts, current, i = [], [], 0
-    while i < len(value):
-        c = value[i]
-        if c == "\\" and i + 1 < len(value):
-            current.append(value[i + 1])
-            i += 2
-            continue
-        if c == ":":
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(c)
-        i += 1
-    parts.append("".join(current))
-    return parts
-
-
-BIND_OPTIONS = ("rbind", "norbind", "idmap", "noidmap", "rootidmap", "owneridmap")
-
-
-def bind(value: str) -> tuple:
-    """SRC[:DST[:OPTS]] → (src, dst, options). '+SRC' is container-relative; '' is a temp dir."""
-    parts = _split_colon(value)
-    if len(parts) > 3:
-        raise ValueError("too many ':'-separated fields")
-    src = parts[0]
-    dst = parts[1] if len(parts) > 1 else src
-    options = tuple(o for o in (parts[2].split(",") if len(parts) > 2 else ()) if o)
-    for option in options:
-        if option not in BIND_OPTIONS:
-            raise ValueError(f"unknown bind option '{option}'")
-    if src and not src.startswith("+"):
-        src = host_path(src)
-    if src.startswith("+") and not src[1:].startswith("/"):
-        raise ValueError("a '+' source must be an absolute container path")
-    if not dst.startswith("/"):
-        if src == "" or src.startswith("+"):
-            raise ValueError("destination must be an absolute path")
-        raise ValueError("destination must be an absolute path")
-    return (src, os.path.normpath(dst), options)
-
-
-def tmpfs(value: str) -> tuple:
-    path, _, options = value.partition(":")
-    return (absolute_path(path), options or "mode=0755")
-
-
-def overlay(value: str) -> tuple:
-    """L1:…:Ln:DST (at least two layers, or one layer + DST) → (layers, dst)."""
-    parts = _split_colon(value)
-    if len(parts) < 2:
-        raise ValueError("expected at least one layer and a destination")
-    if len(parts) == 2:
-        # One layer: it is both the lower and the destination (nspawn's rule).
-        layers, dst = [parts[0]], parts[1]
-    else:
-        layers, dst = parts[:-1], parts[-1]
-    checked = []
-    for layer in layers:
-        if layer.startswith("+"):
-            if not layer[1:].startswith("/"):
-                raise ValueError("a '+' layer must be an absolute container path")
-            checked.append(layer)
-        elif layer == "":
-            checked.append("")
-        else:
-            checked.append(host_path(layer))
-    if not dst.startswith("/"):
-        raise ValueError("destination must be an absolute path")
-    return (tuple(checked), os.path.normpath(dst))
-
-
-def pivot_root(value: str) -> tuple:
-    new, sep, old = value.partition(":")
-    return (absolute_path(new), absolute_path(old) if sep else None)
 
 
 def credential_set(value: str) -> tuple:

@@ -18,9 +18,12 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 
 def available() -> bool:
     """Whether the policy filters apply (SYSTEMD_SECCOMP=0 turns them off, as in nspawn)."""
-    value = os.environ.get("SYSTEMD_SECCOMP")
-    if value is not None and value.strip().lower() in ("0", "no", "n", "false", "f", "off"):
-        return False
+    from ..config.values import parse_boolean
+    try:
+        if not parse_boolean(os.environ.get("SYSTEMD_SECCOMP", "1")):
+            return False
+    except ValueError:
+        pass  # as in systemd: a value that is no boolean leaves seccomp on
     import ctypes
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(21, 0, 0, 0, 0) < 0:                               # PR_GET_SECCOMP

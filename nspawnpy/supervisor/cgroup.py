@@ -16,9 +16,9 @@ import os
 ROOT = "/sys/fs/cgroup"
 
 
-def read_self() -> list[tuple[str, str, str]]:
-    """(hierarchy id, controllers, path) for each line of /proc/self/cgroup."""
-    with open("/proc/self/cgroup") as f:
+def read_self(pid="self") -> list[tuple[str, str, str]]:
+    """(hierarchy id, controllers, path) for each line of /proc/PID/cgroup (ours by default)."""
+    with open(f"/proc/{pid}/cgroup") as f:
         return [tuple(line.rstrip("\n").split(":", 2)) for line in f if line.strip()]
 
 
@@ -49,19 +49,26 @@ def layout(entries=None) -> str:
         else "legacy"
 
 
+def managed(entries) -> list[tuple[str, str]]:
+    """(host directory, path in the hierarchy) of the cgroups in `entries` (read_self()) that
+    are in the hierarchies systemd manages: cgroup2 on a unified host, name=systemd (and
+    the cgroup2 tree at unified/ on a hybrid one) otherwise."""
+    kind = layout(entries)
+    found = []
+    for hierarchy, controllers, path in entries:
+        if kind == "unified" and hierarchy == "0":
+            found.append((ROOT + path, path))
+        elif kind != "unified" and controllers == "name=systemd":
+            found.append((f"{ROOT}/systemd{path}", path))
+        elif kind == "hybrid" and hierarchy == "0":
+            found.append((f"{ROOT}/unified{path}", path))
+    return found
+
+
 def managed_dirs(entries=None) -> list[str]:
     """Host paths of our own cgroup in the hierarchies systemd manages."""
     entries = entries if entries is not None else read_self()
-    kind = layout(entries)
-    dirs = []
-    for hierarchy, controllers, path in entries:
-        if kind == "unified" and hierarchy == "0":
-            dirs.append(ROOT + path)
-        elif kind != "unified" and controllers == "name=systemd":
-            dirs.append(f"{ROOT}/systemd{path}")
-        elif kind == "hybrid" and hierarchy == "0":
-            dirs.append(f"{ROOT}/unified{path}")
-    return [d.rstrip("/") for d in dirs if os.access(d, os.W_OK)]
+    return [d.rstrip("/") for d, _ in managed(entries) if os.access(d, os.W_OK)]
 
 
 # Where nspawn looks for the guest's systemd (libsystemd-shared-VERSION.so) to decide
@@ -178,18 +185,7 @@ def delegate_to(pid: int, uid: int) -> None:
     to the container's root, so a systemd inside can manage its subtree. A cgroup outside
     our cgroup namespace ("/.." paths, e.g. when run through nsenter) is not ours to give."""
     from ..errors import UserError
-    with open(f"/proc/{pid}/cgroup") as f:
-        entries = [tuple(line.rstrip("\n").split(":", 2)) for line in f if line.strip()]
-    kind = layout(entries)
-    for hierarchy, controllers, path in entries:
-        if kind == "unified" and hierarchy == "0":
-            directory = ROOT + path
-        elif kind != "unified" and controllers == "name=systemd":
-            directory = f"{ROOT}/systemd{path}"
-        elif kind == "hybrid" and hierarchy == "0":
-            directory = f"{ROOT}/unified{path}"
-        else:
-            continue
+    for directory, path in managed(read_self(pid)):
         if path in ("", "/") or ".." in path.split("/"):
             continue
         try:

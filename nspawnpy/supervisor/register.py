@@ -18,6 +18,7 @@ Runs in: the supervisor (registration is planned on the host side before clone).
 
 import os
 
+from ..config.values import parse_boolean, signal, size_bytes, timespan_usec
 from ..errors import UserError
 from ..record import Record
 
@@ -239,58 +240,13 @@ def scope_properties(settings) -> list:
     return props
 
 
-def _bytes(value: str) -> int:
-    """1024-based sizes with K/M/G/T/P/E suffixes (B optional), like systemd's parse_size."""
-    v = value.strip().upper().removesuffix("B")
-    factor = 1
-    for i, suffix in enumerate("KMGTPE", 1):
-        if v.endswith(suffix):
-            v, factor = v[:-1], 1024 ** i
-            break
-    number = float(v)
-    if number < 0:
-        raise ValueError(value)
-    return int(number * factor)
-
-
-def _seconds_usec(value: str) -> int:
-    """A systemd time span ("90", "5min", "1h 30s", "infinity") in microseconds."""
-    if value == "infinity":
-        return UINT64_MAX
-    units = {"us": 1, "usec": 1, "ms": 1000, "msec": 1000, "s": 10**6, "sec": 10**6,
-             "second": 10**6, "seconds": 10**6, "m": 60 * 10**6, "min": 60 * 10**6,
-             "minutes": 60 * 10**6, "h": 3600 * 10**6, "hr": 3600 * 10**6,
-             "hour": 3600 * 10**6, "hours": 3600 * 10**6, "d": 86400 * 10**6,
-             "day": 86400 * 10**6, "days": 86400 * 10**6}
-    import re
-    total, pos = 0, 0
-    text = value.strip()
-    for m in re.finditer(r"\s*([0-9.]+)\s*([a-z]*)", text):
-        if m.start() != pos:
-            raise ValueError(value)
-        total += float(m.group(1)) * units[m.group(2) or "s"]
-        pos = m.end()
-    if pos != len(text) or not text:
-        raise ValueError(value)
-    return int(total)
-
-
-def _boolean(value: str) -> bool:
-    v = value.lower()
-    if v in ("1", "yes", "y", "true", "t", "on"):
-        return True
-    if v in ("0", "no", "n", "false", "f", "off"):
-        return False
-    raise ValueError(value)
-
-
 def _limit(name: str, value: str):
     """MemoryMax= style: bytes, a percentage (→ NAMEScale) or infinity."""
     if value == "infinity":
         return name, "t", UINT64_MAX
     if value.endswith("%"):
         return name + "Scale", "u", int(float(value[:-1]) / 100 * (2**32 - 1))
-    return name, "t", _bytes(value)
+    return name, "t", size_bytes(value)
 
 
 def _tasks(name: str, value: str):
@@ -302,7 +258,6 @@ def _tasks(name: str, value: str):
 
 
 def _signal(name: str, value: str):
-    from ..config.values import signal
     return name, "i", signal(value)
 
 
@@ -325,7 +280,7 @@ def _device_allow(name: str, value: str):
 
 
 def _timespan(name: str, value: str):
-    return name.removesuffix("Sec") + "USec", "t", _seconds_usec(value)
+    return name.removesuffix("Sec") + "USec", "t", timespan_usec(value)
 
 
 PROPERTY_PARSERS = {
@@ -336,7 +291,7 @@ PROPERTY_PARSERS = {
     **{n: _weight for n in ("CPUWeight", "StartupCPUWeight", "IOWeight", "StartupIOWeight")},
     **{n: (lambda name, value: (name, "t", int(value))) for n in ("CPUShares", "StartupCPUShares",
                                                               "BlockIOWeight")},
-    **{n: (lambda name, value: (name, "b", _boolean(value)))
+    **{n: (lambda name, value: (name, "b", parse_boolean(value)))
        for n in ("CPUAccounting", "MemoryAccounting", "TasksAccounting", "IOAccounting",
                  "IPAccounting", "BlockIOAccounting", "Delegate", "SendSIGHUP", "SendSIGKILL")},
     **{n: (lambda name, value: (name, "s", value))
