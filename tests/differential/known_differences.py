@@ -99,10 +99,6 @@ KNOWN: list[Known] = [
           "issue 9 #4: /sys/fs/cgroup/unified (see its mount)"),
     _open("*", "writable./sys/fs/cgroup/unified/cgroup.procs",
           "issue 9 #4: /sys/fs/cgroup/unified (see its mount)"),
-    _open("env-unified-hierarchy", "*cgroup*",
-          "issue 9 #8: SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 ignored (nspawn mounts cgroup2)"),
-    _open("suite-boot-unified-cgns", "*cgroup*",
-          "issue 9 #8: SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=yes ignored (nspawn mounts cgroup2)"),
     _open("*volatile-yes", "mountinfo./#0.*",
           "issue 9 #4: --volatile=yes root tmpfs flags and size (nspawn: size=25% of RAM, "
           "no nosuid/nodev/relatime)"),
@@ -126,8 +122,6 @@ KNOWN: list[Known] = [
           "issue 9 #5: under -U the cgroup v1 controller mounts' writability differs"),
     _open(USERNS, "*cgroup*",
           "issue 9 #5: under -U the cgroup mounts' writability differs"),
-    _open(USERNS, "mountinfo./sys#0.source",
-          "issue 9 #5/#11: under -U sysfs source name differs (none vs sysfs)"),
     _open(USERNS, "tree./etc/localtime",
           "issue 9 #5: under -U the owner of the /etc/localtime nspawn writes"),
 
@@ -135,11 +129,6 @@ KNOWN: list[Known] = [
     _open("resolv-conf-bind-*", "etc./etc/resolv.conf",
           "issue 9 #6: --resolv-conf=bind-* whose host file is missing: nspawn leaves the "
           "empty mount point file it made"),
-    _open("*read-only*", "*/etc/*",
-          "issue 9 #6: with --read-only nspawn leaves resolv.conf/localtime alone"),
-    _open("bind-container-relative", "mountinfo./mnt/etc/localtime#*",
-          "issue 9 #6: --bind=+/etc:/mnt/etc: nspawn's /etc/localtime bind is visible below "
-          "the bound /etc (its /etc set-up runs before custom mounts)"),
 
     # --- issue 9 #7: -a stub init ------------------------------------------------------------
     _open("as-pid2*", "self.pid1_*",
