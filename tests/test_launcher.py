@@ -565,6 +565,22 @@ def test_bad_input_is_one_line_and_exit_1(run_nspawnpy, args, expect):
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize("option", ["--selinux-context=", "--selinux-apifs-context="])
+def test_selinux_labels_without_selinux_fail_as_with_nspawn_naming_the_option(
+        run_nspawnpy, systemd_nspawn, busybox_root, option):
+    if os.path.exists("/sys/fs/selinux/enforce"):
+        pytest.skip("SELinux is enabled here: the labels apply")
+    label = option + "system_u:object_r:svirt_sandbox_file_t:s0"
+    theirs = systemd_nspawn(["--register=no", "--keep-unit", "-q", "-D", str(busybox_root),
+                             label, "/bin/true"])
+    ours = run_nspawnpy("--register=no", "-q", "--console=pipe", "-D", busybox_root, label,
+                        "/bin/true")
+    assert ours.returncode == theirs.returncode == 1
+    assert ours.stderr.splitlines() == [f"{label}: SELinux is not enabled on this host, "
+                                        "cannot apply the label."]
+    assert leftovers() == []
+
+
 def test_missing_command_is_one_line_and_exit_1(run_nspawnpy, busybox_root):
     r = run_pipe(run_nspawnpy, busybox_root, "/bin/nonexistent")
     assert r.returncode == 1

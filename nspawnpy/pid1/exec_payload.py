@@ -69,6 +69,9 @@ def _exec_payload(plan, console_pts, user, path, argv, env) -> None:
         linux.prctl(linux.PR_SET_PDEATHSIG, SIGKILL)
     else:
         caps.apply(plan.kept_caps, s.ambient_capability)
+    if s.selinux_context:  # --selinux-context=: the label the payload runs with
+        with open("/proc/thread-self/attr/exec", "w") as f:
+            f.write(s.selinux_context)
     if s.no_new_privileges:
         linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
     try:

@@ -93,7 +93,9 @@ def _prepare(plan, channels) -> None:
 def build_tree(plan, channels, root: str, custom: list) -> None:
     """Everything nspawn puts on the tree before the container gets its own copy of it."""
     from . import fsplan
-    for op in fsplan.tree_mounts(plan.network.private, plan.userns is not None, channels.sysfs_fd):
+    label = plan.settings.selinux_apifs_context
+    for op in mounts.labelled(fsplan.tree_mounts(plan.network.private, plan.userns is not None,
+                                                 channels.sysfs_fd), label):
         op.execute(root)
     if plan.host.os_release:
         mounts.touch(root + "/run/host/os-release")
@@ -102,7 +104,7 @@ def build_tree(plan, channels, root: str, custom: list) -> None:
     if plan.mounts.tunnel:
         from . import tunnel
         tunnel.incoming(root, plan.mounts.tunnel, channels.tunnel_fd)
-    for op in custom:
+    for op in mounts.labelled(custom, label):
         op.execute(root)
     for step in plan.mounts.tree_steps:
         step(root)

@@ -69,6 +69,16 @@ class Mount(Op):
         linux.mount(self.source, target, self.fstype, self.flags, self.options or None)
 
 
+def labelled(ops, label):
+    """--selinux-apifs-context=: the tmpfs and devpts mounts carry the SELinux label."""
+    if not label:
+        return ops
+    for op in ops:
+        if isinstance(op, Mount) and op.fstype in ("tmpfs", "devpts"):
+            op.options = ",".join(filter(None, (op.options, f'context="{label}"')))
+    return ops
+
+
 class Bind(Op):
     """Bind `source` (a host path, or a container path with '+') onto `where`."""
     opened_source = None   # /proc/self/fd/N of the host source, see with_host_source_open()

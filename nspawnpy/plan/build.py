@@ -70,6 +70,7 @@ def _tree(settings, cleanups: list) -> tuple[Tree, str]:
         if found:
             nspawnfile.merge(settings, *found)
     check_conflicts(settings)
+    check_selinux(settings)
     if settings.template:
         from .snapshot import populate_from_template
         populate_from_template(settings.template, root)
@@ -95,6 +96,16 @@ def seccomp_filters(settings, kept_caps: int) -> tuple:
             os.write(2, (message + "\n").encode())
     caps = {i for i in range(64) if kept_caps >> i & 1}
     return tuple(cache.programs_for(caps, allow, deny, settings.suppress_sync))
+
+
+def check_selinux(settings) -> None:
+    """-Z/-L label the payload and the API file systems; without SELinux nspawn fails at
+    setexeccon() or at the first labelled mount. We say why before anything is set up."""
+    for label, option in ((settings.selinux_context, "--selinux-context="),
+                          (settings.selinux_apifs_context, "--selinux-apifs-context=")):
+        if label and not os.path.exists("/sys/fs/selinux/enforce"):
+            raise UserError(f"{option}{label}: SELinux is not enabled on this host, "
+                            "cannot apply the label.")
 
 
 def _console(settings) -> Console:
