@@ -83,6 +83,8 @@ def run_once(plan) -> int:
         tunnel_fd = linux.open_tree(plan.mounts.tunnel, linux.OPEN_TREE_CLONE | linux.OPEN_TREE_CLOEXEC)
     sys.stdout.flush()
     import gc
+    from ..pid1 import caps
+    caps.last_cap()  # cached for PID 1
     # The set-up's objects are frozen: no later collection in the supervisor, PID 1 or
     # the janitor walks them, so their pages stay shared copy-on-write.
     gc.freeze()
