@@ -486,6 +486,28 @@ def test_sigkill_of_the_supervisor_leaves_nothing_behind(busybox_root):
     assert r.returncode == 0, r.stderr
 
 
+def test_the_renewed_janitor_cleans_up_after_kill_9_with_keep_unit(busybox_root):
+    # A second after the start the supervisor forks a fresh janitor (so the two share the
+    # pages the start wrote) and lets the first go: the fresh one must do the clean-up.
+    from testhost import ScratchCgroup
+    with ScratchCgroup("janitor") as cg:
+        p = spawn(busybox_root, "--keep-unit", "--console=pipe", "/bin/sleep", "60",
+                  preexec_fn=cg.enter)
+        try:
+            leader = leader_of(p.pid, "sleep")
+            first = set(children(p.pid)) - {leader}
+            assert len(first) == 1
+            wait_for(lambda: (set(children(p.pid)) - {leader, *first}) or None, timeout=10)
+            assert {d.name for d in cg.dirs[0].iterdir() if d.is_dir()} == {"payload",
+                                                                            "supervisor"}
+        finally:
+            p.kill()
+            p.wait()
+        wait_for(lambda: not any(d.is_dir() for top in cg.dirs for d in top.iterdir()),
+                 timeout=15)
+        wait_for(lambda: not os.path.exists(f"/proc/{leader}"), timeout=15)
+
+
 def test_a_running_tree_is_locked_against_a_second_start(run_nspawnpy, busybox_root):
     p = spawn(busybox_root, "--console=pipe", "/bin/sleep", "100")
     try:

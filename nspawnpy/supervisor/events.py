@@ -66,11 +66,14 @@ class Events:
         return self.relay if self.relay and self.relay.mode != "passive" else None
 
     def poll_timeout(self):
-        """How long poll() may sleep: until the next WATCHDOG=1 or console re-arm."""
+        """How long poll() may sleep: until the next WATCHDOG=1, janitor renewal or console
+        re-arm."""
         import time
         if self.notifier:  # WATCHDOG=1 pings are due even when nothing happens
             self.notifier.tick()
         timeout = self.notifier.poll_timeout() if self.notifier else None
+        if self.janitor_renewal is not None:
+            timeout = self.renew_janitor(timeout)
         if self.rearm_at is not None:
             left = max(0, int((self.rearm_at - time.monotonic()) * 1000))
             if left == 0:
@@ -78,6 +81,19 @@ class Events:
                 self.rearm_at = None
             else:
                 timeout = left if timeout is None else min(timeout, left)
+        return timeout
+
+    def renew_janitor(self, timeout):
+        """Renew the janitor once the container has settled (janitor.Janitor.renewed);
+        returns the poll timeout, shortened to when that is due."""
+        import time
+        left = max(0, int((self.janitor_renewal - time.monotonic()) * 1000))
+        if left > 0:
+            return left if timeout is None else min(timeout, left)
+        self.janitor_renewal = None
+        import gc
+        gc.collect(0)  # the start's young garbage: fewer pages to share
+        self.janitor = self.janitor.renewed()
         return timeout
 
     def on_exit(self) -> None:

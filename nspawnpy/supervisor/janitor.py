@@ -15,12 +15,26 @@ DONE = b"d"
 
 class Janitor:
     def __init__(self, cleanups: list, container_pidfd: int):
+        self.cleanups, self.container_pidfd = cleanups, container_pidfd
         read_end, self.write_end = os.pipe2(os.O_CLOEXEC)
+        import gc
+        import select  # noqa: F401 - for _watch, imported before the fork (shared pages)
+        gc.freeze()  # no collection walks (and copies) the pages we share
         self.pid = os.fork()
         if self.pid == 0:
             os.close(self.write_end)
             _watch(read_end, cleanups, container_pidfd)
         os.close(read_end)
+
+    def renewed(self) -> "Janitor":
+        """A fresh janitor forked from the supervisor as it is now, this one dismissed.
+
+        The pages the supervisor wrote since the first fork (console relay, published
+        record, its loop) are copies held twice; a janitor forked once the container
+        has settled shares them again. The new one exists before the old one goes."""
+        fresh = Janitor(self.cleanups, self.container_pidfd)
+        self.dismiss()
+        return fresh
 
     def dismiss(self) -> None:
         """The supervisor cleaned up itself; let the janitor go."""

@@ -13,6 +13,7 @@ from ..errors import UserError
 from .events import EXIT_REBOOT, Events, log
 
 SIGKILL = 9
+JANITOR_RENEWAL = 1.0  # seconds after the go-ahead: the container has settled
 
 
 class Channels:
@@ -110,6 +111,7 @@ class Supervisor(Events):
         self.pidfd = os.pidfd_open(pid)
         self.relay = None
         self.janitor = None
+        self.janitor_renewal = None  # when to renew the janitor (Events.renew_janitor)
         self.terminating = False
         self.notifier = None
         self.child_error = None
@@ -256,13 +258,25 @@ class Supervisor(Events):
         self.cleanups.append(remover(self.plan.machine.name, self.pid))
         if needs_janitor:
             from .janitor import Janitor
+            self.preload()
             self.janitor = Janitor(self.plan.cleanups + self.cleanups, self.pidfd)
+
+    @staticmethod
+    def preload() -> None:
+        """Import what the loop needs before the janitor is forked: the janitor shares our
+        pages copy-on-write, and every page we write after the fork is copied for both."""
+        import select  # noqa: F401
+        import time  # noqa: F401
+        from . import console, publish, signals  # noqa: F401
 
     def go_ahead(self) -> None:
         if self.console_master is not None:
             from .console import Relay
             self.relay = Relay(self.console_master, self.plan.console.mode)
         self.sync.send(protocol.GO)
+        if self.janitor:
+            import time
+            self.janitor_renewal = time.monotonic() + JANITOR_RENEWAL
         if self.relay:
             self.relay.start()
         if os.environ.get("NOTIFY_SOCKET"):
