@@ -3,7 +3,8 @@
 Imported by both processes (PID 1 before pivot_root), so it needs nothing but
 the language itself. One message per datagram; fds travel as SCM_RIGHTS.
 
-  PID 1 -> supervisor  READY       file system built; carries the console's pty master, if any
+  PID 1 -> supervisor  READY       file system built; carries the console's pty master and the
+                                   /proc/kmsg FIFO held open, each if any (ready() says which)
   PID 1 -> supervisor  ERROR+text  set-up failed; the text is the one-line error to print
   supervisor -> PID 1  USERNS_SET  UID/GID maps written, tree ownership fixed; may carry the
                                    ID-mapped root mount (only with --private-users)
@@ -17,6 +18,20 @@ READY = b"R"
 GO = b"G"
 USERNS_SET = b"U"
 ERROR = b"E"
+# READY's flags: which fds follow, in this order
+WITH_CONSOLE, WITH_KMSG = b"c", b"k"
+
+
+def ready(console: bool, kmsg: bool) -> bytes:
+    return READY + (WITH_CONSOLE if console else b"") + (WITH_KMSG if kmsg else b"")
+
+
+def ready_fds(message: bytes, fds: list[int]) -> tuple[int | None, int | None]:
+    """(console pty master, kmsg FIFO) from READY's message and fds."""
+    it = iter(fds)
+    console = next(it, None) if WITH_CONSOLE in message[1:] else None
+    kmsg = next(it, None) if WITH_KMSG in message[1:] else None
+    return console, kmsg
 
 # <sys/socket.h>: level and type of a control message that passes file descriptors.
 SOL_SOCKET, SCM_RIGHTS = 1, 1

@@ -32,7 +32,10 @@ def start(plan, console_pts) -> None:
     if s.personality == "x86":
         linux.personality(PER_LINUX32)
     apply_limits(s)
-    user = resolve_user(s.user) if s.user else None
+    # As nspawn: root by name or number is no user switch at all (no supplementary groups).
+    user = resolve_user(s.user) if s.user and s.user not in ("root", "0") else None
+    if user:
+        make_home(user)
     env = build_env(plan, user)
     argv = s.parameters
     if s.boot:
@@ -60,6 +63,12 @@ def _exec_payload(plan, console_pts, user, path, argv, env) -> None:
     if plan.seccomp:
         seccomp_load.load(plan.seccomp)
     if user:
+        if console_pts is not None:
+            # The console is the user's, as with nspawn (only the container's own pty).
+            try:
+                os.fchown(0, user.uid, user.gid)
+            except OSError:
+                pass
         os.setgroups(user.groups)
         os.setresgid(user.gid, user.gid, user.gid)
         caps.apply(plan.kept_caps, 0)
@@ -185,6 +194,19 @@ def resolve_user(name: str) -> User:
     raise UserError(f"Failed to resolve user {name}.")
 
 
+def make_home(user) -> None:
+    """Create the user's missing home directory (not its parents), 0755 and theirs, as
+    nspawn does; one that exists, or is no directory, is left as it is."""
+    try:
+        os.mkdir(user.home, 0o755)
+    except (FileExistsError, NotADirectoryError):
+        return
+    except OSError as e:
+        raise errors.UserError(f"Failed to make home directory: {e.strerror}") from None
+    os.chmod(user.home, 0o755)
+    os.chown(user.home, user.uid, user.gid)
+
+
 def _root_shell() -> str:
     for entry in _read_db("/etc/passwd"):
         if len(entry) >= 7 and entry[2] == "0" and entry[6]:
@@ -202,7 +224,8 @@ def build_env(plan, user) -> dict:
         env.update(HOME=user.home, USER=user.name, LOGNAME=user.name)
     else:
         env.update(HOME="/root", USER="root", LOGNAME="root")
-    env["LANG"] = "C.UTF-8"
+    if not plan.settings.boot:
+        env["LANG"] = "C.UTF-8"  # nspawn gives a shell payload a UTF-8 locale, not an init
     env["container_uuid"] = plan.machine.uuid_dashed
     if plan.host.listen_fds:
         env.update(LISTEN_FDS=str(plan.host.listen_fds), LISTEN_PID="1")

@@ -76,10 +76,12 @@ def _prepare(plan, channels) -> None:
     master, console_pts = setup_console(plan, root) if plan.console.mode != "pipe" else (None, None)
     if settings.volatile == "state":
         mounts.bind_remount(root, MS_RDONLY)
-    fds = [master] if master is not None else []
-    sync.sendmsg([protocol.READY], protocol.fds_to_send(fds))
-    if master is not None:
-        os.close(master)
+    kmsg = mounts.mask_with_file(root, "/proc/kmsg", b"", fifo=True)
+    fds = [fd for fd in (master, kmsg) if fd is not None]
+    sync.sendmsg([protocol.ready(master is not None, kmsg is not None)],
+                 protocol.fds_to_send(fds))
+    for fd in fds:
+        os.close(fd)
     reply = sync.recv(64)
     if reply != protocol.GO:
         os._exit(1)
@@ -232,13 +234,13 @@ def write_run_host(plan, root: str) -> None:
 
 
 def mask_proc_files(root: str) -> None:
-    """A boot ID of the container's own and a /proc/kmsg that reads nothing."""
+    """A boot ID of the container's own (/proc/kmsg is masked before READY, which hands the
+    supervisor the FIFO's held ends)."""
     boot_id = os.urandom(16)
     boot_id = bytes([*boot_id[:6], (boot_id[6] & 0x0F) | 0x40, boot_id[7],
                      (boot_id[8] & 0x3F) | 0x80, *boot_id[9:]]).hex()
     dashed = f"{boot_id[:8]}-{boot_id[8:12]}-{boot_id[12:16]}-{boot_id[16:20]}-{boot_id[20:]}\n"
     mounts.mask_with_file(root, "/proc/sys/kernel/random/boot_id", dashed.encode())
-    mounts.mask_with_file(root, "/proc/kmsg", b"", fifo=True)
 
 
 def _mount_fresh_tmpfs(path: str) -> None:

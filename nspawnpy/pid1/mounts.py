@@ -323,12 +323,14 @@ def write_file(path: str, data: bytes, mode: int = 0o644) -> None:
         os.close(fd)
 
 
-def mask_with_file(root: str, where: str, data: bytes, fifo: bool = False) -> None:
+def mask_with_file(root: str, where: str, data: bytes, fifo: bool = False) -> int | None:
     """Cover a /proc file with a private one made in /run and unlinked again (boot_id,
-    kmsg), named as nspawn names it: /run/.#proc-sys-kernel-random-boot-idXXXXXXXXXXXXXXXX."""
+    kmsg), named as nspawn names it: /run/.#proc-sys-kernel-random-boot-idXXXXXXXXXXXXXXXX.
+    For a FIFO, returns an fd holding both of its ends open (close-on-exec): whoever keeps it
+    lets the container open the FIFO either way without blocking, as nspawn's does."""
     target = under(root, where)
     if not os.path.exists(target):
-        return
+        return None
     name = where.strip("/").replace("/", "-").replace("_", "-")
     private = under(root, f"/run/.#{name}{os.urandom(8).hex()}")
     if fifo:
@@ -336,6 +338,10 @@ def mask_with_file(root: str, where: str, data: bytes, fifo: bool = False) -> No
     else:
         write_file(private, data, 0o444)
     linux.mount(private, target, None, MS_BIND)
-    if not fifo:
+    held = None
+    if fifo:
+        held = os.open(private, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    else:
         bind_remount(target, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
     os.unlink(private)
+    return held

@@ -14,6 +14,33 @@ from ..pid1 import mounts as m
 from ..pid1.fsplan import MS_STRICTATIME
 
 
+# Mount option words that are mount(2) flags, not file system data: word -> (bit, set it?).
+_FLAG_WORDS = {}
+for _bit, _on, _off in ((0x1, "ro", "rw"), (0x2, "nosuid", "suid"), (0x4, "nodev", "dev"),
+                        (0x8, "noexec", "exec"), (0x10, "sync", "async"),
+                        (0x40, "mand", "nomand"), (0x80, "dirsync", None),
+                        (0x400, "noatime", "atime"), (0x800, "nodiratime", "diratime"),
+                        (0x8000, "silent", "loud"), (1 << 21, "relatime", "norelatime"),
+                        (1 << 24, "strictatime", "nostrictatime"),
+                        (1 << 25, "lazytime", "nolazytime")):
+    _FLAG_WORDS[_on] = (_bit, True)
+    if _off:
+        _FLAG_WORDS[_off] = (_bit, False)
+
+
+def split_mount_options(options: str, flags: int) -> tuple[int, str]:
+    """Mount flags and the remaining data of an option string such as 'rw,nosuid,size=1M', as
+    nspawn mangles --tmpfs= options: flag words change *flags*, the rest is passed on."""
+    data = []
+    for word in (options or "").split(","):
+        if word in _FLAG_WORDS:
+            bit, on = _FLAG_WORDS[word]
+            flags = flags | bit if on else flags & ~bit
+        elif word and word != "defaults":
+            data.append(word)
+    return flags, ",".join(data)
+
+
 class Scratch:
     """The scratch directory, made on first use; its removal is registered on `cleanups`."""
 
@@ -48,7 +75,8 @@ def custom_mounts(settings, cleanups: list) -> tuple:
             ops.append(m.Bind(source, dest, read_only=read_only, recursive="norbind" not in options,
                               in_container=in_container))
     for path, options in settings.tmpfs:
-        ops.append(m.Mount(path, "tmpfs", options, MS_NODEV | MS_STRICTATIME))
+        flags, data = split_mount_options(options, MS_NODEV | MS_STRICTATIME)
+        ops.append(m.Mount(path, "tmpfs", data, flags))
     for read_only, specs in ((False, settings.overlay), (True, settings.overlay_ro)):
         for layers, dest in specs:
             ops.append(m.Overlay(layers, dest, read_only,

@@ -117,6 +117,7 @@ class Supervisor(Events):
         self.child_error = None
         # produced by start()'s steps (START) and used by later ones
         self.console_master = None   # pty master PID 1 sent with READY
+        self.kmsg_fifo = None        # /proc/kmsg's FIFO, held open while the container runs
         self.own_cgroup = False      # the payload has a cgroup of its own
         self.network = None          # supervisor.network.Network: the links made
         # wait()'s state
@@ -165,6 +166,8 @@ class Supervisor(Events):
         if self.relay:
             self.relay.close()
         os.close(self.pidfd)
+        if self.kmsg_fifo is not None:
+            os.close(self.kmsg_fifo)
         self.sync.close()
         self.notify.close()
 
@@ -176,10 +179,10 @@ class Supervisor(Events):
         if message.startswith(protocol.ERROR):
             os.waitpid(self.pid, 0)
             raise UserError(message[1:].decode(errors="replace"))
-        if message != protocol.READY:
+        if message[:1] != protocol.READY:
             os.waitpid(self.pid, 0)
             raise UserError("Child died too early.")
-        self.console_master = fds[0] if fds else None
+        self.console_master, self.kmsg_fifo = protocol.ready_fds(message, fds)
 
     def enter_userns(self) -> None:
         """Write PID 1's UID/GID maps and fix up the tree's ownership; PID 1 waits for it."""
@@ -203,7 +206,7 @@ class Supervisor(Events):
     START = (
         ("place_in_cgroup", (), ("own_cgroup",)),
         ("enter_userns", (), ("userns_set",)),
-        ("receive_ready", (), ("console_master",)),
+        ("receive_ready", (), ("console_master", "kmsg_fifo")),
         ("make_links", (), ("links",)),
         ("register", ("links",), ("registered",)),
         ("delegate_cgroup", ("own_cgroup", "userns_set"), ()),
