@@ -9,7 +9,9 @@
   testhost             session-wide systemd test host (see testhost.TestHost)
   systemd_nspawn       run_systemd_nspawn(args, ...) for the installed systemd-nspawn (skips if absent)
 
-Helpers: leftovers(under=None) -> list[str]; skip_unless(cond, reason).
+Helpers: leftovers(under=None) -> list[str]; skip_unless(cond, reason); run_in(...) and
+run_pipe(...) run a container with --register=no -q; stop(popen) kills and reaps a process
+that still runs (for finally blocks); processes_in_pid_namespace(ns); DEFAULT_CAPS.
 """
 
 from __future__ import annotations
@@ -33,6 +35,49 @@ from testhost import leftovers, check_result, wait_for  # noqa: E402,F401  (re-e
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = "/usr/bin/python3"
+QUIET = ("--register=no", "-q")
+# nspawn 252's default capability bounding set (no private network), and what a container
+# shows of it here: no more than our own bounding set.
+NSPAWN_DEFAULT_CAPS = 0xFDECAFFF
+
+
+def _own_bounding_set() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1], 16) for line in f if line.startswith("CapBnd:"))
+
+
+DEFAULT_CAPS = NSPAWN_DEFAULT_CAPS & _own_bounding_set()
+
+
+def run_in(run_nspawnpy, root, *options, script="true", **kw) -> subprocess.CompletedProcess:
+    """`sh -c script` in a container on `root` with `options` (run_nspawnpy's keywords)."""
+    kw.setdefault("check", 0)
+    return run_nspawnpy(*QUIET, "-D", root, *options, "/bin/sh", "-c", script, **kw)
+
+
+def run_pipe(run_nspawnpy, root, *cmd, **kw) -> subprocess.CompletedProcess:
+    """`cmd` in a container on `root` with --console=pipe."""
+    return run_nspawnpy(*QUIET, "--console=pipe", "-D", root, *cmd, **kw)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Kill and reap `process` if it still runs (for finally blocks)."""
+    if process.poll() is None:
+        process.kill()
+    process.wait()
+
+
+def processes_in_pid_namespace(namespace: str) -> list[int]:
+    """PIDs of the processes whose PID namespace is `namespace` (a readlink of ns/pid)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.readlink(f"/proc/{entry}/ns/pid") == namespace:
+                    found.append(int(entry))
+            except OSError:
+                pass
+    return found
 SCRATCH = Path("/var/tmp")
 
 

@@ -39,11 +39,6 @@ def in_guest(host, leader: int, cmd: str, check=True):
     return host.run(["nsenter", "-t", str(leader), "-a", "/bin/sh", "-c", cmd], check=check)
 
 
-def stop_unit(host, unit: str) -> None:
-    host.run(["systemctl", "stop", unit], check=False)
-    host.run(["systemctl", "reset-failed", unit], check=False)
-
-
 def test_the_host_is_pure_cgroup_v2_and_nspawnpy_sees_it_so(host):
     assert host.run("stat -fc %T /sys/fs/cgroup").stdout.strip() == "cgroup2fs"
     assert host.run("findmnt -rno TARGET -R /sys/fs/cgroup").stdout.split() == ["/sys/fs/cgroup"]
@@ -86,7 +81,7 @@ def test_booted_guest_gets_its_own_cgroup2_tree_and_it_goes_away(host):
                                                                 "ExecMainStatus": "0"}
         host.run(f"! test -e {payload}")
     finally:
-        stop_unit(host, unit)
+        host.stop_unit(unit)
 
 
 def test_unit_boots_and_powers_off_in_v2(host):
@@ -116,7 +111,7 @@ def test_unit_boots_and_powers_off_in_v2(host):
         assert host.run(["machinectl", "list", "--no-legend", "--no-pager"]).stdout.strip() == ""
         host.run(f"! test -e {cg}")
     finally:
-        stop_unit(host, unit)
+        host.stop_unit(unit)
 
 
 def test_plain_command_sees_cgroup2(host):

@@ -28,11 +28,6 @@ def listed(host) -> dict:
     return {m["name"]: m for m in json.loads(ctl(host, "list", "--json=short").stdout)}
 
 
-def stop_unit(host, unit: str) -> None:
-    host.run(["systemctl", "stop", unit], check=False)
-    host.run(["systemctl", "reset-failed", unit], check=False)
-
-
 def test_unit_and_systemd_nspawn_machines_are_listed_inspected_attached_and_stopped(host):
     rootfs.debian_tree(host.root / MACHINES.lstrip("/") / "ctlweb")
     rootfs.busybox_tree(host.root / MACHINES.lstrip("/") / "ctlnsp")
@@ -73,8 +68,8 @@ def test_unit_and_systemd_nspawn_machines_are_listed_inspected_attached_and_stop
         machines = listed(host)
         assert "ctlweb" not in machines and "ctlnsp" not in machines
     finally:
-        stop_unit(host, unit)
-        stop_unit(host, nspawn_unit)
+        host.stop_unit(unit)
+        host.stop_unit(nspawn_unit)
 
 
 def test_enable_and_disable_go_through_systemctl(host):
@@ -90,7 +85,7 @@ def test_enable_and_disable_go_through_systemctl(host):
         r = ctl(host, "enable", "ctl-no-such", check=False)
         assert r.returncode == 1 and "ctl-no-such" in r.stderr
     finally:
-        stop_unit(host, unit)
+        host.stop_unit(unit)
         host.run(["systemctl", "disable", unit], check=False)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import rootfs
-from conftest import leftovers, skip_unless
+from conftest import leftovers, skip_unless, stop
 from testhost import ScratchCgroup, clean_nspawn_runtime, run_systemd_nspawn, systemd_nspawn
 
 needs_nspawn = pytest.mark.skipif(systemd_nspawn() is None,
@@ -67,9 +67,7 @@ def test_busybox_init_powers_off_cleanly_on_sigint(busybox_root):
             os.kill(int(kids[0]), signal.SIGINT)
             out, _ = p.communicate(timeout=30)
         finally:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+            stop(p)
             clean_nspawn_runtime(busybox_root.name)
     assert p.returncode == 0, out
     assert "Requesting system poweroff" in out

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import leftovers, skip_unless
+from conftest import DEFAULT_CAPS, leftovers, run_in, skip_unless, stop
 
 BASE = ("--register=no", "-q")
-DEFAULT_CAPS = 0xFCECAFFF
 CAP_CHOWN, CAP_NET_RAW, CAP_SYS_TIME = 0, 13, 25
 
 
@@ -24,9 +23,8 @@ def inside(run_nspawnpy, busybox_root):
     """inside(*options, script=..., check=0) -> stdout of `sh -c script` in the container."""
 
     def run(*options, script="true", check=0, env=None, root=None):
-        r = run_nspawnpy(*BASE, "-D", root or busybox_root, *options, "/bin/sh", "-c", script,
-                         check=check, env=env)
-        return r.stdout
+        return run_in(run_nspawnpy, root or busybox_root, *options, script=script, check=check,
+                      env=env).stdout
 
     return run
 
@@ -133,9 +131,7 @@ def test_ephemeral_layer_removed_after_kill_9(nspawnpy_cmd, nspawnpy_env, busybo
         assert _ephemeral_dirs(busybox_root.parent) == []
         assert stray(busybox_root.name) == []
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def test_stale_ephemeral_layer_removed_at_next_start(inside, busybox_root):

@@ -13,21 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON, REPO, leftovers, wait_for
+from conftest import (PYTHON, QUIET, REPO, leftovers, processes_in_pid_namespace, run_pipe,
+                      stop, wait_for)
 
 sys.path.insert(0, str(REPO))
 from nspawnpy.pid1 import caps  # noqa: E402
 
-QUIET = ("--register=no", "-q")
 
 
 def out(r) -> str:
     """Console output passes a pty in read-only mode: \\n arrives as \\r\\n, as with nspawn."""
     return r.stdout.replace("\r\n", "\n")
-
-
-def run_pipe(run_nspawnpy, root, *cmd, **kw):
-    return run_nspawnpy(*QUIET, "--console=pipe", "-D", root, *cmd, **kw)
 
 
 def spawn(root, *args, **kw) -> subprocess.Popen:
@@ -69,18 +65,6 @@ def pid_namespace(pid: int) -> str:
     return os.readlink(f"/proc/{pid}/ns/pid")
 
 
-def processes_in_namespace(namespace: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if os.readlink(f"/proc/{entry}/ns/pid") == namespace:
-                    found.append(int(entry))
-            except OSError:
-                pass
-    return found
-
-
 def own_subcgroups() -> set:
     """The cgroups below ours in the name=systemd (or unified) hierarchy, where --keep-unit
     makes payload/ and supervisor/."""
@@ -112,8 +96,7 @@ def test_console_output_after_the_guest_closed_its_console_arrives_at_once(busyb
         assert ready and p.stdout.readline() == "late\n"
         assert p.poll() is None  # it came while the container was still running
     finally:
-        p.kill()
-        p.wait()
+        stop(p)
 
 
 @pytest.mark.parametrize("command", [["/bin/true"], ["/bin/echo", "-n", "abc"],
@@ -473,10 +456,10 @@ def test_sigkill_of_the_supervisor_leaves_nothing_behind(busybox_root):
     p = spawn(busybox_root, "-b")
     leader = leader_of(p.pid, "init")
     namespace = pid_namespace(leader)
-    assert processes_in_namespace(namespace)
+    assert processes_in_pid_namespace(namespace)
     p.kill()
     p.wait(timeout=10)
-    wait_for(lambda: not processes_in_namespace(namespace), timeout=15)
+    wait_for(lambda: not processes_in_pid_namespace(namespace), timeout=15)
     assert not os.path.exists(f"/proc/{leader}")
     wait_for(lambda: leftovers() == [], timeout=15)
     # The tree's lock went with it: it starts again at once.
@@ -516,8 +499,7 @@ def test_a_running_tree_is_locked_against_a_second_start(run_nspawnpy, busybox_r
         assert r.returncode == 1
         assert "busy" in r.stderr and len(r.stderr.splitlines()) == 1
     finally:
-        p.kill()
-        p.wait()
+        stop(p)
 
 
 def test_nothing_is_left_after_a_normal_run(run_nspawnpy, busybox_root):
@@ -535,9 +517,7 @@ def booted_debian(root: Path):
                  in ("running", "degraded"), timeout=60, step=0.3)
         yield p, leader
     finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+        stop(p)
 
 
 def test_debian_boots_to_running_and_sigterm_halts_it(debian_root):

@@ -40,11 +40,6 @@ def inside(host, leader: str, script: str, check=True):
                     check=check)
 
 
-def stop(host, unit: str) -> None:
-    host.run(["systemctl", "stop", unit], check=False)
-    host.run(["systemctl", "reset-failed", unit], check=False)
-
-
 def test_bind_read_write_and_read_only_and_the_tunnel_is_gone_afterwards(host):
     name, unit = "bbind", "bindtest.service"
     host.run("mkdir -p /srv/data && echo hello >/srv/data/file && rm -f /srv/data/new")
@@ -77,7 +72,7 @@ def test_bind_read_write_and_read_only_and_the_tunnel_is_gone_afterwards(host):
         assert inside(host, leader, "ls -A /run/host/incoming").stdout == ""
         assert host.run(f"ls -A {PROPAGATE}/{name}").stdout == ""
     finally:
-        stop(host, unit)
+        host.stop_unit(unit)
     host.wait_until(f"! test -e {PROPAGATE}/{name}", timeout=15)
     assert propagate_mounts(host.run("cat /proc/self/mountinfo").stdout) == []
 
@@ -106,7 +101,7 @@ def test_booted_debian_guest_services_see_binds_made_after_they_started(host):
     finally:
         host.run(["machinectl", "terminate", name], check=False)
         host.wait_until(f"! systemctl is-active -q {unit}", timeout=30)
-        stop(host, unit)
+        host.stop_unit(unit)
     host.wait_until(f"! test -e {PROPAGATE}/{name}", timeout=15)
     assert propagate_mounts(host.run("cat /proc/self/mountinfo").stdout) == []
 
@@ -122,7 +117,7 @@ def test_tunnel_is_removed_after_the_supervisor_is_killed(host):
         assert propagate_mounts(host.run("cat /proc/self/mountinfo").stdout) == []
     finally:
         host.run(["machinectl", "kill", name, "-s", "KILL"], check=False)
-        stop(host, unit)
+        host.stop_unit(unit)
 
 
 def test_every_container_has_incoming_and_the_host_end_goes_away(host):

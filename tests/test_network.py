@@ -23,7 +23,7 @@ from nspawnpy.errors import UserError
 from nspawnpy.config.siphash import siphash24
 from nspawnpy.config.ini import read_unit_file
 
-from conftest import wait_for
+from conftest import stop, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 IS_ROOT = os.geteuid() == 0
@@ -82,24 +82,18 @@ def spawn_netns():
     raise RuntimeError("stand-in container did not get its own netns")
 
 
-def kill(p):
-    if p.poll() is None:
-        p.kill()
-    p.wait()
-
-
 @pytest.fixture
 def container():
     p = spawn_netns()
     yield p.pid
-    kill(p)
+    stop(p)
 
 
 @pytest.fixture
 def container2():
     p = spawn_netns()
     yield p.pid
-    kill(p)
+    stop(p)
 
 
 @pytest.fixture
@@ -113,7 +107,7 @@ def lan(request):
     sh(f"nsenter -t {p.pid} -n ip link set lo up")
     sh(f"nsenter -t {p.pid} -n ip link set {name}p up")
     yield types.SimpleNamespace(parent=name, lanif=name + "p", pid=p.pid)
-    kill(p)
+    stop(p)
     sh(f"ip link del {name}", check=False)
 
 
@@ -524,11 +518,11 @@ def test_moved_interface_returns_even_after_the_container_died():
     sh("ip link add tmove1 type veth peer name tmove1p")
     try:
         net = netns_setup(plan_of(settings("tmove", network_interfaces=["tmove1"])), p.pid)
-        kill(p)  # the Network object still holds the namespace
+        stop(p)  # the Network object still holds the namespace
         net.teardown()
         assert "tmove1" in link_names()
     finally:
-        kill(p)
+        stop(p)
         sh("ip link del tmove1", check=False)
 
 
@@ -839,9 +833,7 @@ def test_launcher_forwards_a_host_port_to_the_container_from_the_host(busybox_ro
         status, err = _stop(p, busybox_root)
         assert status == 0, err
     finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+        stop(p)
     assert not any(machine in r for r in nat_rules())
     assert _leftovers_of(machine, busybox_root) == []
 
@@ -867,13 +859,11 @@ def test_launcher_forwards_traffic_from_a_peer_namespace_through_prerouting(busy
             status, err = _stop(p, busybox_root)
             assert status == 0, err
         finally:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+            stop(p)
         assert nat_rules(host.pid) == [] and our_nft_tables(host.pid) == []
     finally:
-        kill(peer)
-        kill(host)
+        stop(peer)
+        stop(host)
 
 
 @e2e
@@ -889,9 +879,7 @@ def test_port_from_a_trusted_nspawn_file_is_forwarded(busybox_root):
             status, err = _stop(p, busybox_root)
             assert status == 0, err
         finally:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+            stop(p)
     finally:
         settings_file.unlink()
     assert not any(machine in r for r in nat_rules())
@@ -909,9 +897,7 @@ def test_rules_are_removed_after_nspawnpy_is_killed(busybox_root):
         wait_for(lambda: not any(machine in r for r in nat_rules()), timeout=40, what="rules removed")
         wait_for(lambda: _leftovers_of(machine, busybox_root) == [], timeout=10, what="no leftovers")
     finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+        stop(p)
     assert _leftovers_of(machine, busybox_root) == []
 
 

@@ -67,11 +67,6 @@ def assert_clean_stop(host, unit: str) -> None:
     assert host.run(["systemctl", "show", "-P", "Result", unit]).stdout.strip() == "success"
 
 
-def stop_unit(host, unit: str) -> None:
-    host.run(["systemctl", "stop", unit], check=False, timeout=60)
-    host.run(["systemctl", "reset-failed", unit], check=False)
-
-
 def test_veth_both_ends_configured_by_networkd_from_our_files(host):
     name = "nwve"
     tree = debian_guest(host, name, "79-nspawnpy-host0.network")
@@ -101,7 +96,7 @@ def test_veth_both_ends_configured_by_networkd_from_our_files(host):
         host.run(["busybox", "ping", "-c", "1", "-W", "3", str(guest_if.ip)])
         assert_clean_stop(host, unit)
     finally:
-        stop_unit(host, unit)
+        host.stop_unit(unit)
         rootfs.rmtree(tree)
 
 
@@ -140,8 +135,8 @@ def test_macvlan_guest_leases_from_dnsmasq_on_the_lan_with_our_file(host):
         host.run(["busybox", "ping", "-c", "1", "-W", "3", str(addr.ip)])
         assert_clean_stop(host, unit)
     finally:
-        stop_unit(host, unit)
-        stop_unit(host, dhcp)
+        host.stop_unit(unit)
+        host.stop_unit(dhcp)
         host.run(["ip", "link", "del", "thA"], check=False)
         host.run(["rm", "-f", LEASES], check=False)
         rootfs.rmtree(tree)

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import leftovers
+from conftest import DEFAULT_CAPS, leftovers, run_in
 from nspawnpy.config import cli, nspawnfile
 from nspawnpy.errors import UserError
 
 BASE = ("--register=no", "-q")
-DEFAULT_CAPS = 0xFCECAFFF
 
 
 @pytest.fixture
@@ -42,10 +41,6 @@ def nspawn_files(busybox_root):
             d.rmdir()
         except OSError:
             pass
-
-
-def run_in(run_nspawnpy, root, *options, script="true", check=0):
-    return run_nspawnpy(*BASE, "-D", root, *options, "/bin/sh", "-c", script, check=check)
 
 
 # --- search order ----------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import testhost
-from conftest import PYTHON, REPO, leftovers, skip_unless, wait_for
+from conftest import PYTHON, REPO, leftovers, processes_in_pid_namespace, skip_unless, wait_for
 
 RUNS_PER_MODE = 12
 SIGTERM_BIT = 1 << (signal.SIGTERM - 1)
@@ -176,18 +176,6 @@ def pid_namespace_of(marker: str) -> str:
     return os.readlink(f"/proc/{pids[0]}/ns/pid")
 
 
-def in_namespace(namespace: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if os.readlink(f"/proc/{entry}/ns/pid") == namespace:
-                    found.append(int(entry))
-            except OSError:
-                pass
-    return found
-
-
 def scratch_children(cg) -> list[str]:
     """What the run made below its (scratch) cgroup: --keep-unit's payload/ and supervisor/."""
     return [os.path.join(root, d) for top in cg.dirs for root, dirs, _ in os.walk(top) for d in dirs]
@@ -209,7 +197,7 @@ def test_sigkill_of_the_supervisor_takes_the_container_and_leaves_nothing(busybo
         finally:
             p.kill()
             p.wait()
-        wait_for(lambda: not in_namespace(namespace), timeout=15, what="the container's end")
+        wait_for(lambda: not processes_in_pid_namespace(namespace), timeout=15, what="the container's end")
         wait_for(lambda: own_leftovers(busybox_root) == [], timeout=15, what="clean-up")
         wait_for(lambda: scratch_children(cg) == [], timeout=15, what="cgroups removed")
         # The tree's lock went with it: it starts again at once.

@@ -42,11 +42,6 @@ def busybox_guest(host, name: str):
     rootfs.busybox_tree(host.root / MACHINES.lstrip("/") / name)
 
 
-def stop_unit(host, unit: str) -> None:
-    host.run(["systemctl", "stop", unit], check=False)
-    host.run(["systemctl", "reset-failed", unit], check=False)
-
-
 def test_unit_boots_registers_reboots_and_powers_off(host):
     debian_guest(host, "web1")
     unit = "nspawnpy@web1.service"
@@ -95,7 +90,7 @@ def test_unit_boots_registers_reboots_and_powers_off(host):
         assert props == {"Result": "success", "ExecMainStatus": "0"}
         assert machines(host) == []
     finally:
-        stop_unit(host, unit)
+        host.stop_unit(unit)
 
 
 def test_terminate_stops_the_unit_with_a_clean_shutdown(host):
@@ -110,7 +105,7 @@ def test_terminate_stops_the_unit_with_a_clean_shutdown(host):
         assert "System Halt" in journal(host, unit) or "Halting system" in journal(host, unit)
         assert machines(host) == []
     finally:
-        stop_unit(host, unit)
+        host.stop_unit(unit)
 
 
 def test_plain_run_gets_a_machine_scope_with_properties_and_sigkill_unregisters(host):
@@ -189,7 +184,7 @@ def test_stale_registration_is_replaced_but_a_live_one_is_refused(host):
         r = host.run(f"nspawnpy -q -D {MACHINES}/bbx -M stale /bin/echo registered", check=0)
         assert r.stdout == "registered\n"
     finally:
-        stop_unit(host, "stale-holder.service")
+        host.stop_unit("stale-holder.service")
 
     host.run(f"nspawnpy -q -D {MACHINES}/bbx -M taken /bin/sleep 30 >/dev/null 2>&1 &")
     try:
@@ -211,7 +206,7 @@ def test_unit_with_bad_instance_fails_with_a_clear_line(host):
             assert show(host, unit, "ExecMainStatus")["ExecMainStatus"] == "1"
             assert message in journal(host, unit)
         finally:
-            stop_unit(host, unit)
+            host.stop_unit(unit)
     assert machines(host) == []
 
 

@@ -453,6 +453,11 @@ class TestHost:
         r.args = argv
         return check_result(r, check)
 
+    def stop_unit(self, unit: str, timeout: float = 60) -> None:
+        """Stop a unit inside and forget its failure, whatever state it is in."""
+        self.run(["systemctl", "stop", unit], check=False, timeout=timeout)
+        self.run(["systemctl", "reset-failed", unit], check=False)
+
     def wait_until(self, check: str, timeout: float = 30) -> str:
         """Run the shell snippet *check* in the test host until it succeeds; its output."""
         deadline = time.monotonic() + timeout
