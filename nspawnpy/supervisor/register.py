@@ -10,8 +10,10 @@ tells its machines from systemd-nspawn's; $SYSTEMD_NSPAWN_CONTAINER_SERVICE over
 as it does for nspawn. The payload-facing `container=` value stays "systemd-nspawn"
 (plan/build.py: SERVICE), which is what guests test for.
 
-dbus-next is imported only here, and each call runs in a short-lived asyncio loop: the
-supervisor's own loop is a plain poll() loop.
+dbus-next is imported only here. Registering with --keep-unit and unregistering each run a
+short asyncio loop; when machined creates the scope, a thread stays connected as the
+scope's Controller (machinectl terminate then reaches us as RequestStop, which becomes
+SIGTERM for ourselves). The supervisor's own loop is a plain poll() loop.
 
 Runs in: the supervisor (registration is planned on the host side before clone).
 """
