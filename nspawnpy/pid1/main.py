@@ -69,7 +69,7 @@ def _prepare(plan, channels) -> None:
     linux.mount(None, root, None, MS_REC | MS_SHARED)
     build_tree(plan, channels, root, custom)
     root = own_copy(plan, root)
-    channels.notify.bind(root + "/run/host/notify")
+    mounts.bind_socket(channels.notify, root + "/run/host/notify")
     from . import fsplan
     for op in fsplan.own_mounts(plan.network.private):
         op.execute(root)

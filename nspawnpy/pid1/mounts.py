@@ -308,11 +308,22 @@ def populate_inaccessible(root: str) -> None:
                 pass
         import _socket
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-        sock.bind(base + "/sock")
+        bind_socket(sock, base + "/sock")
         sock.close()
         os.chmod(base + "/sock", 0)
     finally:
         os.umask(old)
+
+
+def bind_socket(sock, path: str) -> None:
+    """Bind an AF_UNIX socket at *path*, however long the tree's own path is: sun_path holds
+    108 bytes, so the socket is named through an O_PATH descriptor of its directory."""
+    directory, name = os.path.split(path)
+    fd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        sock.bind(f"/proc/self/fd/{fd}/{name}")
+    finally:
+        os.close(fd)
 
 
 def write_file(path: str, data: bytes, mode: int = 0o644) -> None:
