@@ -123,11 +123,13 @@ def limits_prefix(soft: int, hard: int) -> str:
 
 
 @pytest.mark.parametrize("caller", [(500, 4000), (4096, 10000), (1024, 1024), (100, 100)])
-@pytest.mark.parametrize("option", [None, "NOFILE=2000", "NOFILE=2000:3000", "NOFILE=infinity",
-                                    "NOFILE=50000:60000", "NOFILE=50"])
+@pytest.mark.parametrize("option", [None, "--rlimit=NOFILE=2000", "--rlimit=NOFILE=2000:3000",
+                                    "--rlimit=NOFILE=infinity", "--rlimit=NOFILE=50000:60000",
+                                    "--rlimit=NOFILE=50", "--settings=no",
+                                    "--settings=no --rlimit=NOFILE=2000"])
 def test_nofile_limits_of_the_payload_match_systemd_nspawn(busybox_root, caller, option):
     skip_unless(testhost.systemd_nspawn(), "systemd-nspawn is not installed")
-    args = ["--console=pipe", *([f"--rlimit={option}"] if option else []), "-D", busybox_root,
+    args = ["--console=pipe", *(option.split() if option else []), "-D", busybox_root,
             "/bin/sh", "-c", SHOW_NOFILE]
     prefix = limits_prefix(*caller)
     theirs = run_nspawn(prefix, *args)
@@ -145,3 +147,15 @@ def test_the_payload_gets_the_select_safe_soft_limit_and_our_hard_limit(busybox_
     r = run_from_shell(limits_prefix(100, 100), nspawnpy("--console=pipe", "-D", busybox_root,
                                                          "/bin/sh", "-c", SHOW_NOFILE))
     assert r.stdout.split() == ["100", "100"]
+
+
+def test_a_trusted_nspawn_file_sets_nofile_and_settings_no_keeps_the_callers(busybox_root):
+    (busybox_root.parent / f"{busybox_root.name}.nspawn").write_text("[Exec]\nLimitNOFILE=3000\n")
+    prefix = limits_prefix(500, 4000)
+    for option, expected in (("--settings=trusted", "3000 3000"), ("--settings=no", "500 4000"),
+                             ("--settings=yes", "1024 4000")):
+        args = [option, "--console=pipe", "-D", busybox_root, "/bin/sh", "-c", SHOW_NOFILE]
+        ours = run_from_shell(prefix, nspawnpy(*args))
+        assert ours.stdout.split() == expected.split(), (option, ours.stderr)
+        if testhost.systemd_nspawn():
+            assert run_nspawn(prefix, *args).stdout == ours.stdout, option

@@ -123,8 +123,9 @@ SAFE_NOFILE = 1024  # the highest soft limit select() copes with (FD_SETSIZE)
 
 
 def apply_limits(s) -> None:
-    if "NOFILE" not in s.rlimits:
-        # As nspawn: the select()-safe soft limit, the hard limit we were given.
+    if "NOFILE" not in s.rlimits and s.settings != "no":
+        # As nspawn: the select()-safe soft limit, the hard limit we were given. nspawn
+        # sets it with the settings it loads, so --settings=no keeps the caller's limits.
         hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
         soft = SAFE_NOFILE if hard == resource.RLIM_INFINITY else min(SAFE_NOFILE, hard)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

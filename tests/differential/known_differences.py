@@ -61,11 +61,6 @@ KNOWN: list[Known] = [
           "private network is refused by v252 ('Mounting sysfs with --private-users requires "
           "--private-network.')"),
 
-    # --- issue 9 #2: RLIMIT_NOFILE -----------------------------------------------------------
-    _open("nspawn-file-settings-no", "limits.Max open files",
-          "issue 9 #2: with --settings=no nspawn 252 keeps the caller's soft RLIMIT_NOFILE "
-          "(its 1024 comes with the settings merge); nspawnpy sets 1024"),
-
     # --- issue 9 #3: propagation and /run/host/incoming ------------------------------------
     _open("*", "mountinfo.*.propagation",
           "issue 9 #3: container mounts are private; nspawn's are shared"),
