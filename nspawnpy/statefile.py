@@ -56,6 +56,15 @@ def _unescape(value: str) -> str:
     return "".join(out)
 
 
+def read_text(path: str, default=""):
+    """A small /proc, /sys or cgroup file's text, or *default* when it cannot be read."""
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return default
+
+
 def start_time(pid: int) -> int | None:
     """The process's start time (clock ticks after boot, /proc/PID/stat field 22), or None
     when it does not exist or has ended (a zombie). The command name may hold spaces and parentheses: split after

@@ -109,21 +109,9 @@ complete -F _nspawnpyctl nspawnpyctl
 
 
 def main() -> int:
-    status = 0
-    for path, text in ((OUTPUT, render()), (CTL_OUTPUT, render_ctl())):
-        if "--check" in sys.argv[1:]:
-            try:
-                with open(path) as f:
-                    current = f.read()
-            except FileNotFoundError:
-                current = None
-            if current != text:
-                print(f"{path} is out of date: run {sys.argv[0]}", file=sys.stderr)
-                status = 1
-            continue
-        with open(path, "w") as f:
-            f.write(text)
-    return status
+    from generated import write_or_check
+    return write_or_check([(OUTPUT, render()), (CTL_OUTPUT, render_ctl())],
+                          "make-completion.py", "--check" in sys.argv[1:])
 
 
 if __name__ == "__main__":

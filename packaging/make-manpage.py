@@ -133,28 +133,14 @@ def render_ctl() -> str:
 
 
 def main(argv) -> int:
+    from generated import write_or_check
     pages = [(OUTPUT, render()), (CTL_OUTPUT, render_ctl())]
-    if "--check" in argv:
-        status = 0
-        for path, text in pages:
-            try:
-                with open(path) as f:
-                    current = f.read()
-            except FileNotFoundError:
-                current = None
-            if current != text:
-                sys.stderr.write(f"{path} is out of date; run packaging/make-manpage.py\n")
-                status = 1
-        return status
+    if "-o" in argv and argv[argv.index("-o") + 1] == "-":
+        sys.stdout.write(pages[0][1])
+        return 0
     if "-o" in argv:
         pages = [(argv[argv.index("-o") + 1], pages[0][1])]
-    for target, text in pages:
-        if target == "-":
-            sys.stdout.write(text)
-        else:
-            with open(target, "w") as f:
-                f.write(text)
-    return 0
+    return write_or_check(pages, "make-manpage.py", "--check" in argv)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import struct
 # Everything the entering processes use is imported here: after setns() the package's
 # files are out of reach (the machine's root is ours then).
 from .. import linux
-from ..pid1 import caps, exec_payload as payload, seccomp_load
+from ..pid1 import exec_payload as payload
 from ..errors import UserError
 
 PR_SET_DUMPABLE = 4
@@ -184,22 +184,14 @@ def _become(sock, target, command, env, user, tty) -> None:
         account = payload.resolve_user(user) if user else None
         if account:
             env.update(HOME=account.home, USER=account.name, LOGNAME=account.name)
-        argv = command or [account.shell if account else payload._root_shell()]
-        if target.seccomp:
-            seccomp_load.load(target.seccomp)
+        argv = command or [account.shell if account else payload.root_shell()]
+        payload.take_on_limits(target.seccomp, target.bounding, account, 0,
+                               target.no_new_privs)
         if account:
-            os.setgroups(account.groups)
-            os.setresgid(account.gid, account.gid, account.gid)
-            caps.apply(target.bounding, 0)
-            os.setresuid(account.uid, account.uid, account.uid)
             try:
                 os.chdir(account.home)
             except OSError:
                 pass
-        else:
-            caps.apply(target.bounding, 0)
-        if target.no_new_privs:
-            linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
         try:
             os.execvpe(argv[0], argv, env)
         except OSError as e:

@@ -27,7 +27,7 @@ def shutdown_signal(machine) -> int:
     """systemd: SIGRTMIN+4 (poweroff); busybox init: SIGUSR2 (its poweroff); else the
     machine's kill signal. Only picks a signal: what the guest says about itself is trusted
     no further."""
-    comm = _read(f"/proc/{machine.leader}/comm")
+    comm = statefile.read_text(f"/proc/{machine.leader}/comm").strip()
     try:
         exe = os.path.basename(os.readlink(f"/proc/{machine.leader}/exe"))
     except OSError:
@@ -37,14 +37,6 @@ def shutdown_signal(machine) -> int:
     if comm == "init" and exe == "busybox":
         return BUSYBOX_POWEROFF
     return machine.kill_signal or signal.SIGKILL
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return ""
 
 
 def open_process(pid: int | None, start: str | None) -> int | None:

@@ -4,15 +4,13 @@ has no cgroup of its own (a plain command stays in the launcher's cgroup)."""
 
 import os
 
+from ..statefile import read_text
+
 ROOT = "/sys/fs/cgroup"
 
 
 def _read(path: str) -> str | None:
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return None
+    return read_text(path, None)
 
 
 def cgroup_paths(pid: int) -> dict:

@@ -41,7 +41,7 @@ def start(plan, console_pts) -> None:
     if s.boot:
         argv = [find_init(), *s.parameters]
     elif not argv:
-        argv = [user.shell if user else _root_shell()]
+        argv = [user.shell if user else root_shell()]
     path = _lookup(argv[0], env)
     if s.chdir:
         try:
@@ -60,33 +60,42 @@ def _exec_payload(plan, console_pts, user, path, argv, env) -> None:
     s = plan.settings
     attach_stdio(console_pts)
     keep_only_handed_on_fds(plan.host.listen_fds)
-    if plan.seccomp:
-        seccomp_load.load(plan.seccomp)
+    if user and console_pts is not None:
+        # The console is the user's, as with nspawn (only the container's own pty).
+        try:
+            os.fchown(0, user.uid, user.gid)
+        except OSError:
+            pass
+    take_on_limits(plan.seccomp, plan.kept_caps, user, s.ambient_capability,
+                   s.no_new_privileges)
     if user:
-        if console_pts is not None:
-            # The console is the user's, as with nspawn (only the container's own pty).
-            try:
-                os.fchown(0, user.uid, user.gid)
-            except OSError:
-                pass
-        os.setgroups(user.groups)
-        os.setresgid(user.gid, user.gid, user.gid)
-        caps.apply(plan.kept_caps, 0)
-        os.setresuid(user.uid, user.uid, user.uid)
         # The credential change cleared the parent-death signal: without it the payload
         # would outlive a killed supervisor.
         linux.prctl(linux.PR_SET_PDEATHSIG, SIGKILL)
-    else:
-        caps.apply(plan.kept_caps, s.ambient_capability)
     if s.selinux_context:  # --selinux-context=: the label the payload runs with
         with open("/proc/thread-self/attr/exec", "w") as f:
             f.write(s.selinux_context)
-    if s.no_new_privileges:
-        linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
     try:
         os.execve(path, argv, env)
     except OSError as e:
         raise OSError(e.errno, f"execv({path}) failed: {os.strerror(e.errno)}") from None
+
+
+def take_on_limits(seccomp, bounding: int, user, ambient: int, no_new_privs: bool) -> None:
+    """The payload's limits in nspawn's order: the seccomp filter; then the user's groups,
+    the bounding set made effective and the user's UID (or, as root, the capabilities
+    with the ambient ones); then no_new_privs. Also what nspawnpyctl attach takes on."""
+    if seccomp:
+        seccomp_load.load(seccomp)
+    if user:
+        os.setgroups(user.groups)
+        os.setresgid(user.gid, user.gid, user.gid)
+        caps.apply(bounding, 0)
+        os.setresuid(user.uid, user.uid, user.uid)
+    else:
+        caps.apply(bounding, ambient)
+    if no_new_privs:
+        linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
 
 
 def keep_only_handed_on_fds(listen_fds: int) -> None:
@@ -208,7 +217,7 @@ def make_home(user) -> None:
     os.chown(user.home, user.uid, user.gid)
 
 
-def _root_shell() -> str:
+def root_shell() -> str:
     for entry in _read_db("/etc/passwd"):
         if len(entry) >= 7 and entry[2] == "0" and entry[6]:
             return entry[6]

@@ -37,7 +37,7 @@ def publish(plan, pid: int, network, registered: bool) -> None:
         "ROOT": plan.tree.root, "UUID": plan.machine.uuid, "STARTED_USEC": _realtime_usec(),
         "BOOT": int(bool(s.boot)), "KILL_SIGNAL": _kill_signal(s),
         "UNIT": _unit(machine, registered, s.keep_unit), "REGISTERED": int(registered),
-        "CGROUPS": _read(f"/proc/{pid}/cgroup"), "LINKS": " ".join(_host_links(network)),
+        "CGROUPS": statefile.read_text(f"/proc/{pid}/cgroup").strip(), "LINKS": " ".join(_host_links(network)),
         "USERNS_BASE": "" if userns is None else userns.base,
         "USERNS_SIZE": "" if userns is None else userns.size,
         "CAPS": f"{plan.kept_caps:x}", "NO_NEW_PRIVS": int(bool(s.no_new_privileges)),
@@ -75,7 +75,7 @@ def _unit(machine: str, registered: bool, keep_unit: bool) -> str:
         return f"machine-{_unit_escape(machine)}.scope"
     if not keep_unit:
         return ""
-    for line in _read("/proc/self/cgroup").splitlines():
+    for line in statefile.read_text("/proc/self/cgroup").splitlines():
         for part in reversed(line.split(":", 2)[-1].split("/")):
             if part.endswith((".service", ".scope")):
                 return part
@@ -104,9 +104,3 @@ def _realtime_usec() -> int:
     return time.time_ns() // 1000
 
 
-def _read(path: str) -> str:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return ""
