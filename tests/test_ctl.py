@@ -501,3 +501,36 @@ def test_create_debian_debootstraps_a_tree_root_can_log_into_at_the_console(new_
             step += 1
     assert step == 2 and b"\r0\r\n" in out, out[out.find(b"login:"):][:1500]
     assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+
+
+def test_list_and_info_show_addresses_and_link_bytes(running):
+    proc, name = running("--network-veth", "/bin/sleep", "60")
+    r = ctl("attach", name, "--", "/bin/sh", "-c", "ip addr add 10.213.7.2/24 dev host0 && "
+            "ip link set host0 up && ping -c 2 -W 1 10.213.7.1 >/dev/null 2>&1; true")
+    assert r.returncode == 0, r.stderr
+    rows = {m["name"]: m for m in json.loads(ctl("list", "--json=short").stdout)}
+    assert "10.213.7.2" in rows[name]["addresses"]
+    info = json.loads(ctl("info", name, "--json=short").stdout)
+    assert "10.213.7.2" in info["addresses"]
+    assert info["links"]["host0"]["tx_bytes"] > 0          # the pings went out
+    host_end = record(name)["LINKS"]
+    assert host_end.startswith("ve-") and info["host_links"][host_end]["rx_bytes"] > 0
+    assert "10.213.7.2" in ctl("info", name).stdout
+
+
+def test_checkconfig_colours_a_terminal():
+    import pty
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execve(PYTHON, [PYTHON, "-m", "nspawnpy.ctl", "checkconfig"], ENV)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    assert b"\033[32myes\033[0m" in out
