@@ -206,3 +206,49 @@ def test_sigkill_of_the_supervisor_takes_the_container_and_leaves_nothing(busybo
                            capture_output=True, text=True, timeout=60, env=env, preexec_fn=cg.enter)
         assert r.returncode == 0, r.stderr
     assert own_leftovers(busybox_root) == []
+
+
+# -- with registration (machined, inside the systemd test host) ---------------------------
+
+# Runs inside the test host: start nspawnpy registered, SIGTERM it at a random moment after it
+# locked the tree, and report its status, stderr and whether machined/systemd still list it.
+STOP_REGISTERED = r'''
+import json, os, random, signal, subprocess, sys, time
+tree, name, runs, extra = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
+inode = os.stat(tree).st_ino
+def locked(pid):
+    with open("/proc/locks") as f:
+        return any(l.split()[4] == str(pid) and l.split()[5].endswith(f":{inode}") for l in f)
+results = []
+for run in range(runs):
+    p = subprocess.Popen(["nspawnpy", "-q", "--console=pipe", *extra, "-D", tree, "-M", name,
+                          "/bin/sleep", "100"], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while not locked(p.pid) and p.poll() is None:
+        time.sleep(0.001)
+    time.sleep(random.uniform(0, 0.5))
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=30)
+    time.sleep(0.2)
+    listed = subprocess.run(["machinectl", "show", name], capture_output=True).returncode == 0
+    scope = subprocess.run(["systemctl", "is-active", "-q", f"machine-{name}.scope"]).returncode == 0
+    sleeping = subprocess.run(["pgrep", "-x", "sleep"], capture_output=True).stdout.split()
+    results.append([p.returncode, err, listed, scope, len(sleeping)])
+print(json.dumps(results))
+'''
+
+
+@pytest.mark.parametrize("extra", [[], ["--keep-unit"]], ids=["scope", "keep-unit"])
+def test_sigterm_during_registration_unregisters_and_stops(testhost, extra):
+    import json
+    name = f"sigreg{len(extra)}"
+    tree = f"/var/lib/machines/{name}"
+    import rootfs
+    rootfs.busybox_tree(testhost.root / tree.lstrip("/"))
+    command = ["python3", "-c", STOP_REGISTERED, tree, name, str(RUNS_PER_MODE), *extra]
+    if extra:  # --keep-unit: from a unit of its own, as nspawnpy@.service runs it
+        command = ["systemd-run", "--wait", "--pipe", "-q", "--property=Delegate=yes",
+                   f"--unit=sigreg-{name}", *command]
+    results = json.loads(testhost.run(command, timeout=300).stdout)
+    expected = [1, f"Container {name} terminated by signal KILL.\n", False, False, 0]
+    assert results == [expected] * RUNS_PER_MODE
