@@ -16,13 +16,11 @@ PID1_MAY_IMPORT = ("nspawnpy.linux", "nspawnpy.errors", "nspawnpy.protocol")
 MODULE_LINES, FUNCTION_LINES = 400, 60
 # Still larger than the limits (issue 10): these may shrink, but not grow.
 OVERSIZED = {
-    "supervisor/network.py": 760,
     "config/ini.py": 430,
     "config/values.py": 440,
     "seccomp/policy.py": 420,
     "config/ini.py:parse_unit_text": 84,
     "config/ini.py:extract_first_word": 86,
-    "supervisor/network.py:from_settings": 80,
     "plan/journal.py:link_journal": 75,
 }
 

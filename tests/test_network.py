@@ -112,12 +112,12 @@ def lan(request):
 
 
 def netns_setup(plan, pid):
-    from nspawnpy.supervisor import network
-    return network.setup(plan, pid)
+    from nspawnpy.supervisor import links
+    return links.setup(plan, pid)
 
 
 def plan_of(s):
-    from nspawnpy.supervisor.network import NetworkPlan
+    from nspawnpy.plan.network import NetworkPlan
     return NetworkPlan.from_settings(s, s.machine)
 
 
@@ -478,7 +478,7 @@ def test_macvlan_gets_a_dhcp_lease_for_its_stable_mac(container, lan, tmp_path):
 
 @needs_root
 def test_ipvlan_l2_carries_traffic_to_the_lan(container, lan):
-    from nspawnpy.supervisor import network
+    from nspawnpy.supervisor import links as network
     try:
         net = network.setup(plan_of(settings("tipv", network_ipvlan=[lan.parent])), container)
     except UserError as e:

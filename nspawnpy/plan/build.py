@@ -126,7 +126,8 @@ def _etc_steps(settings) -> list:
 def _network(settings, machine: str) -> Network:
     if not (settings.private_net or settings.network_namespace_path):
         return Network()
-    from ..supervisor.network import NetworkPlan, open_netns
+    from ..supervisor.network import open_netns
+    from .network import NetworkPlan
     plan = NetworkPlan.from_settings(settings, machine)
     netns_fd = open_netns(settings.network_namespace_path) if settings.network_namespace_path \
         else None

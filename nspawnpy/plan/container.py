@@ -43,7 +43,7 @@ class Mounts(Record):
 
 
 class Network(Record):
-    plan: object = None                # supervisor.network.NetworkPlan, or None
+    plan: object = None                # plan.network.NetworkPlan, or None
     netns_fd: int | None = None        # --network-namespace-path=, opened
     private: bool = False              # any network option: PID 1 brings lo up
 

@@ -240,7 +240,7 @@ class Supervisor(Events):
     def make_links(self) -> None:
         network = self.plan.network.plan
         if network is not None and (network.needs_netns or network.netns_path):
-            from . import network as links
+            from . import links
             self.network = links.setup(network, self.pid)
             self.cleanups.append(self.network.teardown)
 
