@@ -44,6 +44,7 @@ AT_RECURSIVE = 0x8000
 OPEN_TREE_CLONE = 1
 OPEN_TREE_CLOEXEC = 0o2000000
 MOVE_MOUNT_F_EMPTY_PATH = 0x04
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
 FSCONFIG_CMD_CREATE = 6
 FSMOUNT_CLOEXEC = 1
 MOUNT_ATTR_RDONLY = 0x01
@@ -51,6 +52,10 @@ MOUNT_ATTR_NOSUID = 0x02
 MOUNT_ATTR_NODEV = 0x04
 MOUNT_ATTR_NOEXEC = 0x08
 MOUNT_ATTR_IDMAP = 0x00100000
+
+# openat2(2) resolve flags (linux/openat2.h).
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_IN_ROOT = 0x10
 
 # prctl(2) options.
 PR_SET_PDEATHSIG = 1
@@ -77,6 +82,7 @@ _SYSCALLS = {
     "fsmount": (432, 432),
     "mount_setattr": (442, 442),
     "close_range": (436, 436),
+    "openat2": (437, 437),
 }
 _ARCH = 1 if os.uname().machine in ("aarch64", "arm64") else 0
 
@@ -132,6 +138,16 @@ def move_mount(from_fd: int, to_path, from_path: str = "", to_dirfd: int = -100,
                flags: int = MOVE_MOUNT_F_EMPTY_PATH) -> None:
     _check(_syscall("move_mount", from_fd, _b(from_path), to_dirfd, _b(to_path),
                     ctypes.c_uint(flags)), str(to_path))
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def openat2(dirfd: int, path, flags: int, resolve: int, mode: int = 0) -> int:
+    how = _OpenHow(flags, mode, resolve)
+    return _check(_syscall("openat2", dirfd, _b(path), ctypes.byref(how),
+                           ctypes.c_size_t(ctypes.sizeof(how))), str(path))
 
 
 def fsopen(fstype: str) -> int:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "nspawnpy"
-# PID 1 may use the standard library, the syscall wrappers, the one-line error type, the
-# supervisor<->PID 1 messages and its own modules; linux, errors and protocol import nothing
-# of the package themselves.
-PID1_MAY_IMPORT = ("nspawnpy.linux", "nspawnpy.errors", "nspawnpy.protocol")
+# PID 1 may use the standard library, the syscall wrappers, the in-tree path resolver, the
+# one-line error type, the supervisor<->PID 1 messages and its own modules; linux, errors and
+# protocol import nothing of the package themselves, intree only linux.
+PID1_MAY_IMPORT = ("nspawnpy.linux", "nspawnpy.intree", "nspawnpy.errors", "nspawnpy.protocol")
 MODULE_LINES, FUNCTION_LINES = 400, 60
 # Still larger than the limits (issue 10): these may shrink, but not grow.
 OVERSIZED = {

@@ -1,12 +1,17 @@
 """--resolv-conf= and --timezone=: how /etc/resolv.conf and /etc/localtime get
 into the container. Each returns a step run by PID 1 on the unpivoted tree.
 
+The tree's /etc and the file in it are resolved inside the tree (a link to the host's
+/etc leads nowhere on the host), and the file is written without following a link in its
+place or opening a FIFO or device there. As in nspawn, what cannot be done is reported
+(or, for a read-only tree or a link in the way, skipped quietly) and the container starts.
+
 Runs in: PID 1, before pivot_root (the steps); the host side picks the step.
 """
 
 import os
 
-from .. import linux
+from .. import intree, linux
 from ..linux import MS_BIND, MS_NODEV, MS_NOSUID, MS_RDONLY
 
 RESOLVED_STUB = "/run/systemd/resolve/stub-resolv.conf"
@@ -27,12 +32,12 @@ def resolv_conf_step(mode: str, private_net: bool, read_only: bool):
     if mode == "off":
         return None
     if mode == "delete":
-        return _delete("/etc/resolv.conf")
+        return _delete("resolv.conf")
     how, _, what = mode.partition("-")
     source = _host_resolv_source(what)
     if not os.path.exists(source):
         return None
-    return _install("/etc/resolv.conf", source, how, shown_source=source)
+    return _install("resolv.conf", source, how, shown_source=source)
 
 
 def timezone_step(mode: str, read_only: bool):
@@ -49,7 +54,7 @@ def timezone_step(mode: str, read_only: bool):
     if mode == "off":
         return None
     if mode == "delete":
-        return _delete("/etc/localtime")
+        return _delete("localtime")
     if mode == "symlink":
         if not link or "zoneinfo/" not in link:
             return None
@@ -57,99 +62,155 @@ def timezone_step(mode: str, read_only: bool):
         return _symlink_zone(zone, os.path.realpath(host))
     if not os.path.exists(host):
         return None
-    return _install("/etc/localtime", os.path.realpath(host), mode, shown_source=host)
+    return _install("localtime", os.path.realpath(host), mode, shown_source=host)
 
 
-def _host_path(root: str) -> str:
-    """The tree's host path, for messages (under -U PID 1 reaches it as /proc/self/fd/N)."""
-    return os.readlink(root) if root.startswith("/proc/self/fd/") else root
+_QUIET = (1, 13, 30, 40)  # EPERM, EACCES, EROFS, ELOOP: a read-only tree or a link in the way
 
 
 def _warn(message: str) -> None:
     os.write(2, (message + "\n").encode(errors="replace"))
 
 
-def _delete(where: str):
+def _open_etc(root: str):
+    """The tree's /etc (resolved in the tree) and its host path, or None after a warning."""
+    try:
+        fd = intree.resolve(root, "/etc")
+    except OSError as e:
+        _warn(f"Failed to resolve /etc path in container, ignoring: {os.strerror(e.errno)}")
+        return None
+    return fd, os.readlink(intree.fd_path(fd))
+
+
+def _in_etc(function):
+    """Run function(etc_fd, etc_host_path) on the tree's /etc, if it resolves."""
     def step(root: str) -> None:
+        found = _open_etc(root)
+        if found is None:
+            return
         try:
-            os.unlink(root + where)
+            function(root, *found)
+        finally:
+            os.close(found[0])
+    return step
+
+
+def _delete(name: str):
+    def delete(root, etc, shown) -> None:
+        try:
+            os.unlink(name, dir_fd=etc)
         except FileNotFoundError:
             pass
         except OSError as e:  # a --read-only tree: nspawn says so and goes on
-            _warn(f"Failed to remove '{_host_path(root)}{where}', ignoring: {os.strerror(e.errno)}")
-    return step
+            _warn(f"Failed to remove '{shown}/{name}', ignoring: {os.strerror(e.errno)}")
+    return _in_etc(delete)
 
 
-def _bind(root: str, where: str, shown_source: str, source: str) -> None:
-    """Bind a host file read-only over `where`; like nspawn, a failure is reported
-    (with nspawn's wording) and the container starts anyway."""
-    from . import mounts
-    target = root + where
-    try:
-        mounts.make_mount_point(target, False)
-    except OSError:
-        pass  # a --read-only tree: the mount below says what is missing
-    try:
-        linux.mount(source, target, None, MS_BIND)
-    except OSError as e:
-        _warn(f"Failed to mount {shown_source} (type n/a) on {_host_path(root)}{where} "
-              f'(MS_BIND ""): {os.strerror(e.errno)}')
-        return
-    mounts.bind_remount(target, MS_RDONLY | MS_NOSUID | MS_NODEV)
+def _read_source(source: str):
+    with open(source, "rb") as f:
+        st = os.fstat(f.fileno())
+        return f.read(), (st.st_atime_ns, st.st_mtime_ns)  # a copy keeps the host file's times
 
 
-def _install(where: str, source: str, how: str, shown_source: str):
-    """copy: write the host's content; replace: also over a symlink; bind: read-only bind.
-    A --read-only tree keeps its own files (the writes fail, silently as in nspawn)."""
-    data = times = None
-    if how != "bind":
-        with open(source, "rb") as f:
-            data = f.read()
-            st = os.fstat(f.fileno())
-            times = (st.st_atime_ns, st.st_mtime_ns)  # a copy keeps the host file's times
+def _install(name: str, source: str, how: str, shown_source: str):
+    """copy: write into the file in place (not through a link); replace: a new file
+    renamed over whatever is there; bind: a read-only bind onto the file, falling back to
+    a copy when it fails. A zone file is always replaced, as nspawn copies it atomically."""
+    content = None if how == "bind" else _read_source(source)
+    write = _replace if how == "replace" or name == "localtime" else _copy
 
-    def step(root: str) -> None:
-        from . import mounts
-        target = root + where
-        if not os.path.isdir(root + "/etc"):
+    def install(root, etc, shown) -> None:
+        if how == "bind" and _bind(root, f"/etc/{name}", shown_source, source):
             return
-        if how == "bind":
-            if not os.path.islink(target):
-                _bind(root, where, shown_source, source)
-            return
+        data, times = content or _read_source(source)
         try:
-            if os.path.islink(target):
-                if how != "replace":
-                    return
-                os.unlink(target)
-            mounts.write_file(target, data)
-            os.utime(target, ns=times, follow_symlinks=False)
-        except OSError:
-            pass  # read-only tree: leave the image's own file
-    return step
+            write(etc, name, data, times)
+        except OSError as e:
+            if e.errno not in _QUIET:
+                _warn(f"Failed to copy {shown_source} to {shown}/{name}, ignoring: "
+                      f"{os.strerror(e.errno)}")
+    return _in_etc(install)
+
+
+def _copy(etc: int, name: str, data: bytes, times) -> None:
+    fd = intree.open_regular(f"{intree.fd_path(etc)}/{name}", os.O_WRONLY | os.O_TRUNC)
+    try:
+        os.write(fd, data)
+        os.utime(fd, ns=times)
+    finally:
+        os.close(fd)
+
+
+def _replace(etc: int, name: str, data: bytes, times) -> None:
+    temporary = f".#{name}{os.urandom(8).hex()}"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o644, dir_fd=etc)
+    try:
+        try:
+            os.write(fd, data)
+            os.utime(fd, ns=times)
+        finally:
+            os.close(fd)
+        os.rename(temporary, name, src_dir_fd=etc, dst_dir_fd=etc)
+    except OSError:
+        os.unlink(temporary, dir_fd=etc)
+        raise
+
+
+def _bind(root: str, where: str, shown_source: str, source: str) -> bool:
+    """Bind a host file read-only over `where` (a link there followed in the tree, a
+    missing file made, not its directory); like nspawn, a failure is reported with its
+    wording and the caller copies instead."""
+    try:
+        target = intree.canonical(root, where, missing_ok=True)
+    except OSError as e:
+        _warn(f"Failed to resolve {where} path in container, ignoring: {os.strerror(e.errno)}")
+        return True
+    try:
+        with intree.parent_of(root, target) as path:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, 0o644))
+    except OSError:
+        pass  # there already, or a --read-only tree: the mount below says what is missing
+    try:
+        with intree.at(root, target) as resolved:
+            linux.mount(source, resolved, None, MS_BIND)
+    except OSError as e:
+        _warn(f"Failed to mount {shown_source} (type n/a) on {intree.host_path(root)}{target} "
+              f'(MS_BIND ""): {os.strerror(e.errno)}')
+        return False
+    intree.remount(root, target, MS_RDONLY | MS_NOSUID | MS_NODEV)
+    return True
 
 
 def _symlink_zone(zone: str, fallback: str):
     """Point /etc/localtime at the tree's own copy of the host's zone. A link that already
     names it (as "../usr/share/zoneinfo/Z", or nspawn's other accepted spelling, the absolute
     "/usr/share/zoneinfo/Z") is left as it is; without the zone in the tree the host's file
-    is bound in instead."""
-    def step(root: str) -> None:
-        target = root + "/etc/localtime"
-        if os.path.exists(f"{root}/usr/share/zoneinfo/{zone}"):
-            try:
-                if os.readlink(target) in (f"../usr/share/zoneinfo/{zone}",
-                                           f"/usr/share/zoneinfo/{zone}"):
-                    return
-            except OSError:
-                pass
-            try:
-                if os.path.lexists(target):
-                    os.unlink(target)
-                os.symlink(f"../usr/share/zoneinfo/{zone}", target)
-            except OSError:
-                pass  # a --read-only tree keeps what it has
+    is bound in (or copied) instead."""
+    link = f"../usr/share/zoneinfo/{zone}"
+
+    def symlink(root, etc, shown) -> None:
+        try:
+            if os.readlink("localtime", dir_fd=etc) in (link, f"/usr/share/zoneinfo/{zone}"):
+                return
+        except OSError:
+            pass
+        if not intree.exists(root, f"/usr/share/zoneinfo/{zone}"):
+            _install("localtime", fallback, "bind", "/etc/localtime")(root)
             return
-        if os.path.isdir(root + "/etc") and not os.path.islink(target):
-            _bind(root, "/etc/localtime", "/etc/localtime", fallback)
-    return step
+        try:
+            os.unlink("localtime", dir_fd=etc)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            if e.errno not in _QUIET:
+                _warn(f"Failed to remove existing timezone info {shown}/localtime in container, "
+                      f"ignoring: {os.strerror(e.errno)}")
+            return
+        try:
+            os.symlink(link, "localtime", dir_fd=etc)
+        except OSError as e:
+            if e.errno not in _QUIET:
+                _warn(f"Failed to correct timezone of container, ignoring: {os.strerror(e.errno)}")
+    return _in_etc(symlink)

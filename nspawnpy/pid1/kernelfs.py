@@ -7,9 +7,9 @@ Runs in: PID 1, before pivot_root (mount operations of pid1/fsplan.py's plan).
 
 import os
 
-from .. import linux
+from .. import intree, linux
 from ..linux import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY
-from .mounts import Op, bind_remount, mkdir_p, under
+from .mounts import Op, bind_remount
 
 PROC_READ_ONLY = ("acpi", "apm", "asound", "bus", "fs", "irq", "scsi")
 # nspawn 252 covers these with /run/systemd/inaccessible/reg, looked up in the container's own
@@ -28,9 +28,13 @@ class ProcSys(Op):
         self.writable_net = writable_net
 
     def execute(self, root):
-        target = under(root, self.where)
+        with intree.at(root, self.where) as target:
+            linux.mount(target, target, None, MS_BIND)
+        with intree.at(root, self.where) as target:  # the bind just made; below it is procfs
+            self.protect(target)
+
+    def protect(self, target: str) -> None:
         flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
-        linux.mount(target, target, None, MS_BIND)
         net = target + "/net"
         if self.writable_net and os.path.exists(net):
             linux.mount(net, net, None, MS_BIND)
@@ -48,15 +52,12 @@ class MaskProc(Op):
         self.where = where
 
     def execute(self, root):
-        target = under(root, self.where)
-        source = under(root, INACCESSIBLE_REG)
-        if not os.path.exists(target) or not os.path.exists(source):
-            return
         try:
-            linux.mount(source, target, None, MS_BIND)
+            with intree.at(root, INACCESSIBLE_REG) as source, intree.at(root, self.where) as target:
+                linux.mount(source, target, None, MS_BIND)
         except OSError:
             return
-        bind_remount(target, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        intree.remount(root, self.where, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
 SYSFS_DIRS = ("block", "bus", "class", "dev", "devices", "kernel")
@@ -71,13 +72,12 @@ class NetnsSysfs(Op):
         self.where = where
 
     def execute(self, root):
-        target = under(root, self.where)
         flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
-        mkdir_p(target)
-        linux.mount("tmpfs", target, "tmpfs", flags, "mode=0555,size=4m,nr_inodes=1k")
-        for name in SYSFS_DIRS + ("fs", "fs/cgroup"):
-            os.mkdir(f"{target}/{name}", 0o755)
-        bind_remount(target, MS_RDONLY | flags)
+        intree.mount(root, self.where, "tmpfs", "tmpfs", flags, "mode=0555,size=4m,nr_inodes=1k")
+        with intree.at(root, self.where) as target:  # the tmpfs just mounted: ours
+            for name in SYSFS_DIRS + ("fs", "fs/cgroup"):
+                os.mkdir(f"{target}/{name}", 0o755)
+            bind_remount(target, MS_RDONLY | flags)
 
 
 class NetnsSysfsDirs(Op):
@@ -86,8 +86,11 @@ class NetnsSysfsDirs(Op):
     where = "/sys"
 
     def execute(self, root):
-        target = under(root, self.where)
-        full = under(root, f"/run/.#sysfs{os.urandom(8).hex()}")
+        with intree.at(root, self.where) as target, intree.at(root, "/run") as run:  # our tmpfses
+            self.bind_dirs(target, f"{run}/.#sysfs{os.urandom(8).hex()}")
+
+    @staticmethod
+    def bind_dirs(target: str, full: str) -> None:
         os.mkdir(full, 0o700)
         try:
             linux.mount("sysfs", full, "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY)

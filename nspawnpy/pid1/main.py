@@ -8,7 +8,7 @@ Runs in: PID 1, from clone() to exec().
 import os
 import struct
 
-from .. import linux, protocol
+from .. import intree, linux, protocol
 from ..linux import (MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC,
                      MS_REMOUNT, MS_SHARED, MS_SLAVE)
 from . import exec_payload as payload, mounts
@@ -69,7 +69,8 @@ def _prepare(plan, channels) -> None:
     linux.mount(None, root, None, MS_REC | MS_SHARED)
     build_tree(plan, channels, root, custom)
     root = own_copy(plan, root)
-    mounts.bind_socket(channels.notify, root + "/run/host/notify")
+    with intree.at(root, "/run/host") as host:  # in our /run tmpfs
+        mounts.bind_socket(channels.notify, host + "/notify")
     from . import fsplan
     for op in fsplan.own_mounts(plan.network.private):
         op.execute(root)
@@ -100,9 +101,10 @@ def build_tree(plan, channels, root: str, custom: list) -> None:
                                                  channels.sysfs_fd), label):
         op.execute(root)
     if plan.host.os_release:
-        mounts.touch(root + "/run/host/os-release")
-        linux.mount(plan.host.os_release, root + "/run/host/os-release", None, MS_BIND)
-        mounts.bind_remount(root + "/run/host/os-release", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        with intree.at(root, "/run/host", "dir") as host:  # in our /run tmpfs
+            mounts.touch(host + "/os-release")
+            linux.mount(plan.host.os_release, host + "/os-release", None, MS_BIND)
+            mounts.bind_remount(host + "/os-release", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
     if plan.mounts.tunnel:
         from . import tunnel
         tunnel.incoming(root, plan.mounts.tunnel, channels.tunnel_fd)
@@ -193,8 +195,9 @@ def setup_root(plan, idmapped_root) -> str:
     else:
         linux.mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
         if volatile == "yes":
-            os.mkdir(root + "/usr", 0o755)
-            linux.mount(original + "/usr", root + "/usr", None, MS_BIND | MS_REC)
+            os.mkdir(root + "/usr", 0o755)  # in the fresh tmpfs; the tree's /usr resolved in it
+            with intree.at(original, "/usr") as usr:
+                linux.mount(usr, root + "/usr", None, MS_BIND | MS_REC)
             mounts.bind_remount(root + "/usr", MS_RDONLY)
             return root
         upper = f"/proc/self/fd/{os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)}"
@@ -208,19 +211,28 @@ def setup_root(plan, idmapped_root) -> str:
 def setup_console(plan, root: str) -> tuple[int, str]:
     """Open a pty in the container's own devpts; its slave becomes /dev/console.
     Returns the master and the slave's path inside the container."""
+    with intree.at(root, "/dev") as dev:  # our tmpfs and devpts from here on
+        return _open_console(plan, dev)
+
+
+def _open_console(plan, dev: str) -> tuple[int, str]:
     import fcntl
     import struct
-    master = os.open(root + "/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    master = os.open(dev + "/pts/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
     fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
     number = struct.unpack("i", fcntl.ioctl(master, TIOCGPTN, b"\0\0\0\0"))[0]
     rows, cols = plan.console.winsize
     fcntl.ioctl(master, TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-    os.symlink(f"pts/{number}", root + "/dev/console")
+    os.symlink(f"pts/{number}", dev + "/console")
     return master, f"/dev/pts/{number}"
 
 
 def write_run_host(plan, root: str) -> None:
-    host = root + "/run/host"
+    with intree.at(root, "/run/host", "dir") as host:  # in our /run tmpfs
+        _write_run_host(plan, host)
+
+
+def _write_run_host(plan, host: str) -> None:
     mounts.write_file(host + "/container-manager", f"{plan.machine.service}\n".encode())
     mounts.write_file(host + "/container-uuid", f"{plan.machine.uuid_dashed}\n".encode())
     if plan.credentials:
@@ -255,12 +267,17 @@ def mount_cgroups(root: str, layout, userns: bool) -> None:
     leaves it to ownership); cgroup2 on a unified one."""
     if layout is None:
         return
-    target = root + "/sys/fs/cgroup"
     flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
     if layout == "unified":
-        linux.mount("cgroup", target, "cgroup2", flags, None)
+        intree.mount(root, "/sys/fs/cgroup", "cgroup", "cgroup2", flags, create=None)
         return
-    linux.mount("tmpfs", target, "tmpfs", flags | MS_STRICTATIME, "mode=755,size=4m,nr_inodes=1k")
+    intree.mount(root, "/sys/fs/cgroup", "tmpfs", "tmpfs", flags | MS_STRICTATIME,
+                 "mode=755,size=4m,nr_inodes=1k", create=None)
+    with intree.at(root, "/sys/fs/cgroup") as target:  # the tmpfs just mounted: ours
+        _mount_controllers(target, layout, userns, flags)
+
+
+def _mount_controllers(target: str, layout, userns: bool, flags: int) -> None:
     for name, fstype, options, writable in layout:
         where = f"{target}/{name}"
         os.mkdir(where, 0o755)
@@ -287,11 +304,11 @@ def pivot(root: str) -> None:
 def pivot_inner(root: str, new: str, old) -> str:
     """--pivot-root=NEW[:OLD]: NEW becomes the tree every later mount goes into (as in
     nspawn, the API file systems land in NEW); the original tree stays visible at OLD."""
-    target = mounts.under(root, new)
-    linux.mount(target, target, None, MS_BIND | MS_REC)
+    with intree.at(root, new) as target:
+        linux.mount(target, target, None, MS_BIND | MS_REC)
+    new_root = intree.fd_path(intree.resolve(root, new, os.O_DIRECTORY))  # the mount just made
     if old:
-        mounts.mkdir_p(target + old)
-        linux.mount(root, target + old, None, MS_BIND | MS_REC)
-    return target
+        intree.mount(new_root, old, root, None, MS_BIND | MS_REC)
+    return new_root
 
 

@@ -4,6 +4,8 @@ Each operation knows its container path and does one thing in `execute(root)`,
 where `root` is the host path of the (not yet pivoted) container tree. The
 plan is built before clone (custom mounts) and in PID 1 (API mounts), and run by
 PID 1 inside its new mount namespace, so nothing of it is ever visible on the host.
+Every container path is resolved inside the tree (intree.py), never through the host's
+view of a symlink in it.
 
 Runs in: PID 1, before pivot_root (execute); the ops are built on the host side and in PID
 1.
@@ -12,7 +14,7 @@ Runs in: PID 1, before pivot_root (execute); the ops are built on the host side 
 import copy
 import os
 
-from .. import linux
+from .. import intree, linux
 from ..linux import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REC, MS_REMOUNT
 
 DEV_NODES = (  # name, major, minor
@@ -64,9 +66,8 @@ class Mount(Op):
         self.source, self.mode = source or fstype, mode
 
     def execute(self, root):
-        target = under(root, self.where)
-        mkdir_p(target, self.mode)
-        linux.mount(self.source, target, self.fstype, self.flags, self.options or None)
+        intree.mount(root, self.where, self.source, self.fstype, self.flags,
+                     self.options or None, mode=self.mode)
 
 
 def labelled(ops, label):
@@ -102,21 +103,21 @@ class Bind(Op):
         return opened
 
     def execute(self, root):
-        if self.in_container:
-            source = under(root, self.source)
-        else:
-            source = self.opened_source or self.source
-        target = under(root, self.where)
+        import stat
+        try:  # a '+' source is the container's: resolved in the tree, as nspawn does
+            fd = intree.resolve(root, self.source) if self.in_container else \
+                os.open(self.opened_source or self.source, os.O_PATH | os.O_CLOEXEC)
+        except OSError as e:
+            raise OSError(e.errno, f"Failed to stat {self.source}: {os.strerror(e.errno)}") from None
         try:
-            is_dir = os.path.isdir(source)
-        except OSError:
-            is_dir = False
-        if not os.path.exists(source):
-            raise OSError(2, f"Failed to stat {self.source}: No such file or directory")
-        make_mount_point(target, is_dir)
-        linux.mount(source, target, None, MS_BIND | (MS_REC if self.recursive else 0))
+            is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
+            with intree.at(root, self.where, "dir" if is_dir else "file") as target:
+                linux.mount(intree.fd_path(fd), target, None,
+                            MS_BIND | (MS_REC if self.recursive else 0))
+        finally:
+            os.close(fd)
         if self.read_only:
-            bind_remount(target, MS_RDONLY)
+            intree.remount(root, self.where, MS_RDONLY)
 
 
 def open_host_sources(ops: list) -> list:
@@ -133,12 +134,12 @@ class ReadOnly(Op):
         self.where, self.flags, self.required, self.bind = where, flags, required, bind
 
     def execute(self, root):
-        target = under(root, self.where)
-        if not self.required and not os.path.exists(target):
+        if not self.required and not intree.exists(root, self.where):
             return
         if self.bind:
-            linux.mount(target, target, None, MS_BIND)
-        bind_remount(target, MS_RDONLY | self.flags)
+            with intree.at(root, self.where) as target:
+                linux.mount(target, target, None, MS_BIND)
+        intree.remount(root, self.where, MS_RDONLY | self.flags)
 
 
 class SelfBind(Op):
@@ -148,9 +149,8 @@ class SelfBind(Op):
         self.where = where
 
     def execute(self, root):
-        target = under(root, self.where)
-        mkdir_p(target)
-        linux.mount(target, target, None, MS_BIND)
+        with intree.at(root, self.where, "dir") as target:
+            linux.mount(target, target, None, MS_BIND)
 
 
 class Attach(Op):
@@ -160,9 +160,12 @@ class Attach(Op):
         self.where, self.fd = where, fd
 
     def execute(self, root):
-        target = under(root, self.where)
-        mkdir_p(target)
-        linux.move_mount(self.fd, target)
+        target = intree.chase(root, self.where, "dir")
+        try:
+            linux.move_mount(self.fd, "", to_dirfd=target,
+                             flags=linux.MOVE_MOUNT_F_EMPTY_PATH | linux.MOVE_MOUNT_T_EMPTY_PATH)
+        finally:
+            os.close(target)
         os.close(self.fd)
 
 
@@ -173,13 +176,21 @@ class Mask(Op):
         self.where, self.node = where, node
 
     def execute(self, root):
-        import stat
-        target = under(root, self.where)
         try:
-            st = os.lstat(target)
+            fd = intree.resolve(root, self.where)
         except FileNotFoundError:
             raise OSError(2, f"Failed to mask {self.where}: No such file or directory") from None
-        inaccessible = under(root, "/run/host/inaccessible")
+        try:
+            st = os.fstat(fd)
+            with intree.at(root, "/run/host/inaccessible") as inaccessible:
+                linux.mount(self.source(inaccessible, st), intree.fd_path(fd), None, MS_BIND)
+        finally:
+            os.close(fd)
+        intree.remount(root, self.where, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+    @staticmethod
+    def source(inaccessible: str, st) -> str:
+        import stat
         if stat.S_ISDIR(st.st_mode):
             source = inaccessible + "/dir"
         elif stat.S_ISCHR(st.st_mode):
@@ -190,8 +201,7 @@ class Mask(Op):
             source = inaccessible + "/sock"
         else:
             source = inaccessible + "/reg"
-        linux.mount(source, target, None, MS_BIND)
-        bind_remount(target, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        return source
 
 
 class Overlay(Op):
@@ -199,11 +209,26 @@ class Overlay(Op):
         self.layers, self.where, self.read_only, self.scratch = layers, where, read_only, scratch
 
     def execute(self, root):
-        def resolve(layer):
-            return under(root, layer[1:]) if layer.startswith("+") else layer
-        layers = [resolve(layer) for layer in self.layers]
-        target = under(root, self.where)
-        mkdir_p(target)
+        fds = []
+
+        def resolve(layer, create=None):  # '+' layers are the container's, resolved in the tree
+            if not layer.startswith("+"):
+                if create and layer:
+                    mkdir_p(layer)
+                return layer
+            fds.append(intree.chase(root, layer[1:], create))
+            return intree.fd_path(fds[-1])
+        try:
+            writable = not self.read_only and len(self.layers) > 1
+            layers = [resolve(layer) for layer in self.layers[:-1]]
+            layers.append(resolve(self.layers[-1], "dir" if writable else None))
+            fds.append(intree.chase(root, self.where, "dir"))
+            self.mount(layers, intree.fd_path(fds[-1]))
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def mount(self, layers: list, target: str) -> None:
         if self.read_only or len(layers) == 1:
             lower = layers if len(layers) > 1 else layers + [target]
             options = "lowerdir=" + ":".join(_escape(p) for p in reversed(lower))
@@ -245,7 +270,7 @@ BASE_DIRS = (("usr", 0o755), ("var", 0o755), ("etc", 0o755), ("proc", 0o555), ("
 def base_filesystem(root: str) -> None:
     for name in BASE_LINKS:
         path = under(root, "/" + name)
-        if not os.path.lexists(path) and os.path.isdir(under(root, "/usr/" + name)):
+        if not os.path.lexists(path) and intree.kind(root, "/usr/" + name) == 0o040000:
             try:
                 os.symlink("usr/" + name, path)
             except OSError:
@@ -264,7 +289,11 @@ def populate_dev(root: str, bind_host: bool = False) -> None:
     """The device nodes and links nspawn gives every container (/dev/net/tun 0600 as in
     nspawn). In a user namespace mknod is not allowed: the host's nodes are bind-mounted
     onto empty files instead."""
-    dev = under(root, "/dev")
+    with intree.at(root, "/dev") as dev:  # our tmpfs: everything below it is ours
+        _populate_dev(dev, bind_host)
+
+
+def _populate_dev(dev: str, bind_host: bool) -> None:
     old = os.umask(0)
     try:
         import stat
@@ -288,13 +317,17 @@ def populate_dev(root: str, bind_host: bool = False) -> None:
 
 
 def ptmx_link(root: str) -> None:
-    os.symlink("pts/ptmx", under(root, "/dev/ptmx"))
+    with intree.at(root, "/dev") as dev:  # our tmpfs
+        os.symlink("pts/ptmx", dev + "/ptmx")
 
 
 def populate_inaccessible(root: str) -> None:
+    with intree.at(root, "/run/host", "dir") as host:  # in our /run tmpfs
+        _populate_inaccessible(host + "/inaccessible")
+
+
+def _populate_inaccessible(base: str) -> None:
     import stat
-    base = under(root, "/run/host/inaccessible")
-    os.makedirs(os.path.dirname(base), 0o755, exist_ok=True)
     old = os.umask(0)
     try:
         os.makedirs(base, 0o755, exist_ok=True)
@@ -339,20 +372,23 @@ def mask_with_file(root: str, where: str, data: bytes, fifo: bool = False) -> in
     kmsg), named as nspawn names it: /run/.#proc-sys-kernel-random-boot-idXXXXXXXXXXXXXXXX.
     For a FIFO, returns an fd holding both of its ends open (close-on-exec): whoever keeps it
     lets the container open the FIFO either way without blocking, as nspawn's does."""
-    target = under(root, where)
-    if not os.path.exists(target):
+    if not intree.exists(root, where):
         return None
     name = where.strip("/").replace("/", "-").replace("_", "-")
-    private = under(root, f"/run/.#{name}{os.urandom(8).hex()}")
-    if fifo:
-        os.mkfifo(private, 0o600)
-    else:
-        write_file(private, data, 0o444)
-    linux.mount(private, target, None, MS_BIND)
     held = None
-    if fifo:
-        held = os.open(private, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-    else:
-        bind_remount(target, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    os.unlink(private)
+    with intree.at(root, "/run") as run:  # our tmpfs
+        private = f"{run}/.#{name}{os.urandom(8).hex()}"
+        if fifo:
+            os.mkfifo(private, 0o600)
+        else:
+            write_file(private, data, 0o444)
+        try:
+            with intree.at(root, where) as target:
+                linux.mount(private, target, None, MS_BIND)
+            if fifo:
+                held = os.open(private, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        finally:
+            os.unlink(private)
+    if not fifo:
+        intree.remount(root, where, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
     return held

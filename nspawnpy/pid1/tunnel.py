@@ -6,7 +6,7 @@ Runs in: PID 1, before pivot_root, on the shared tree.
 
 import os
 
-from .. import linux
+from .. import intree, linux
 from ..linux import MS_BIND, MS_RDONLY, MS_REMOUNT, MS_SLAVE
 
 INCOMING = "/run/host/incoming"
@@ -15,7 +15,11 @@ INCOMING = "/run/host/incoming"
 def incoming(root: str, path: str, detached=None) -> None:
     """Bind the host end at /run/host/incoming, read-only, as a slave. In a user namespace
     the supervisor hands over a `detached` bind of it instead (PID 1 may not reach it)."""
-    target = root + INCOMING
+    with intree.at(root, "/run/host", "dir") as host:  # in our /run tmpfs
+        _attach(path, host + "/incoming", detached)
+
+
+def _attach(path: str, target: str, detached) -> None:
     try:
         os.mkdir(target, 0o600)
     except FileExistsError:

@@ -41,8 +41,9 @@ def link_journal(settings, root: str, machine_id: str):
 
     # The guest's /var, /var/log, /var/log/journal come first; on a read-only tree they cannot.
     if settings.read_only and settings.volatile == "no":
+        from .. import intree
         for d in ("/var", "/var/log", JOURNAL):
-            if not os.path.lexists(root + d):
+            if not intree.exists(root, d):
                 if try_:
                     return None
                 raise UserError(f"Failed to create {d}: Read-only file system")
@@ -106,52 +107,62 @@ def _guest_side(q: str, p: str, try_: bool, link):
     itself ("dir", for a host symlink) or a bind mount of the host's directory ("bind")."""
 
     def step(root: str) -> None:
+        from .. import intree  # the tree's /var/log/journal, resolved and made in the tree
         for d in ("/var", "/var/log", JOURNAL):
             try:
-                os.mkdir(root + d, 0o755)
-            except FileExistsError:
-                pass
+                os.close(intree.chase(root, d, "dir"))
             except OSError as e:
                 # EROFS, or EACCES for a user namespace's root in a tree it does not own
                 # (--private-users-ownership=off): a try-* mode links nothing, quietly.
                 if e.errno in (30, 13) and try_:
                     return
-                raise UserError(f"Failed to create {d}: {e.strerror}") from None
-        inner = root + p
+                raise UserError(f"Failed to create {d}: {os.strerror(e.errno)}") from None
         if link is None:
             return
-        if is_mount_point(inner):  # e.g. a --bind= onto it
+        where = intree.canonical(root, p, missing_ok=True)
+        if is_mount_point(intree.host_path(root) + where):  # e.g. a --bind= onto it
             if try_:
                 return
             raise UserError(f"{q}: already a mount point, refusing to use for journal")
         if link == "dir":
-            try:
-                os.mkdir(inner, 0o755)
-            except FileExistsError:
-                pass
-            except OSError as e:
-                _warn(f"Failed to create directory {q}: {e.strerror}")
+            _make_journal_dir(root, where, q, warn=True)
             return
-        try:
-            if os.listdir(inner):
-                _warn(f"{q} is not empty, proceeding anyway.")
-        except OSError:
-            pass
-        try:
-            os.mkdir(inner, 0o755)
-        except FileExistsError:
-            pass
-        except OSError as e:
-            raise UserError(f"Failed to create {q}: {e.strerror}") from None
-        from .. import linux
-        try:
-            linux.mount(p, inner, None, linux.MS_BIND)
-        except OSError as e:
-            raise UserError("Failed to bind mount journal from host into guest: "
-                            f"{e.strerror}") from None
+        _bind_host_journal(root, where, q, p)
 
     step.link_journal = link  # for tests and debugging: what the guest side will do
     return step
+
+
+def _make_journal_dir(root: str, where: str, q: str, warn: bool) -> None:
+    from .. import intree
+    try:
+        with intree.parent_of(root, where) as inner:
+            os.mkdir(inner, 0o755)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        if warn:
+            _warn(f"Failed to create directory {q}: {e.strerror}")
+            return
+        raise UserError(f"Failed to create {q}: {os.strerror(e.errno)}") from None
+
+
+def _bind_host_journal(root: str, where: str, q: str, p: str) -> None:
+    """--link-journal=host: the host's directory bound onto the guest's (in the tree)."""
+    from .. import intree, linux
+    try:
+        with intree.at(root, where) as inner:
+            if os.listdir(inner):
+                _warn(f"{q} is not empty, proceeding anyway.")
+    except OSError:
+        pass
+    _make_journal_dir(root, where, q, warn=False)
+    try:
+        with intree.at(root, where) as inner:
+            linux.mount(p, inner, None, linux.MS_BIND)
+    except OSError as e:
+        raise UserError("Failed to bind mount journal from host into guest: "
+                        f"{e.strerror}") from None
 
 
 def host_machine_id() -> str:

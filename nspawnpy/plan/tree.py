@@ -52,12 +52,12 @@ def lock_tree(root: str) -> int:
 
 def machine_id(root: str, requested) -> str:
     """The image's /etc/machine-id if set, else --uuid, else random (32 hex)."""
-    try:
-        with open(root + "/etc/machine-id") as f:
-            value = f.read().strip()
+    from .. import intree
+    try:  # resolved in the tree: a link to the host's own machine-id must not count
+        value = intree.read_file(root, "/etc/machine-id", 4096).decode().strip()
         if len(value) == 32 and all(c in "0123456789abcdef" for c in value) and int(value, 16):
             return value
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # includes UnicodeDecodeError
         pass
     if requested:
         return requested
@@ -86,38 +86,14 @@ def check_tree(root: str, settings) -> None:
             for d in ("/bin", "/sbin", "/lib", "/lib64")):
         raise UserError(f"--volatile=yes needs a merged-/usr tree (/bin, /sbin, /lib, /lib64 as "
                         f"symlinks into /usr), and {root} is not one. Refusing.")
-    if settings.boot and not any(os.path.exists(root + p)
+    from .. import intree
+    if settings.boot and not any(intree.exists(root, p)
                                  for p in ("/etc/os-release", "/usr/lib/os-release")):
         raise UserError(f"Directory {root} doesn't look like an OS root directory "
                         "(os-release file is missing). Refusing.")
     if settings.boot:
         from ..pid1.exec_payload import BOOT_INITS
-        if not any(_exists_in(root, p) for p in BOOT_INITS):
+        if not any(intree.exists(root, p) for p in BOOT_INITS):
             raise UserError(f"Directory {root} lacks an init system "
                             f"({', '.join(BOOT_INITS)}). Refusing.")
 
-
-def _exists_in(root: str, path: str) -> bool:
-    """Does `path` exist inside the tree, following symlinks as the container would?"""
-    current = root
-    parts = [p for p in path.split("/") if p]
-    hops = 0
-    while parts:
-        part = parts.pop(0)
-        candidate = f"{current}/{part}"
-        if os.path.islink(candidate):
-            hops += 1
-            if hops > 40:
-                return False
-            target = os.readlink(candidate)
-            parts = [p for p in target.split("/") if p] + parts
-            if target.startswith("/"):
-                current = root
-            continue
-        if part == "..":
-            current = os.path.dirname(current) if current != root else root
-            continue
-        if not os.path.lexists(candidate):
-            return False
-        current = candidate
-    return True

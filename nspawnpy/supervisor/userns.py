@@ -181,31 +181,28 @@ def patch_tree(root: str, base: int, size: int) -> None:
     if (st.st_uid ^ base) >> 16 == 0 and (st.st_gid ^ base) >> 16 == 0:
         return
     device = st.st_dev
-    for top, dirs, files in os.walk(root):
-        keep = []
-        for name in dirs:
-            path = os.path.join(top, name)
-            if _patch(path, base, device):
-                keep.append(name)
-        dirs[:] = keep
+    # fwalk with descriptors: no path in the tree is ever resolved again, so a symlink
+    # (or one swapped in meanwhile) is changed itself, never followed.
+    for _top, dirs, files, dirfd in os.fwalk(root, follow_symlinks=False):
+        dirs[:] = [name for name in dirs if _patch(name, base, device, dirfd)]
         for name in files:
-            _patch(os.path.join(top, name), base, device)
+            _patch(name, base, device, dirfd)
     _patch(root, base, device, top=True)
 
 
-def _patch(path: str, base: int, device: int, top: bool = False) -> bool:
+def _patch(name: str, base: int, device: int, dirfd=None, top: bool = False) -> bool:
     """Shift one inode; False for what is not ours to descend into (other file systems)."""
     import stat
     try:
-        st = os.lstat(path)
+        st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
     except FileNotFoundError:
         return False
     if st.st_dev != device and not top:
         return False
     uid, gid = base | (st.st_uid & 0xFFFF), base | (st.st_gid & 0xFFFF)
     if (uid, gid) != (st.st_uid, st.st_gid):
-        os.lchown(path, uid, gid)
-        # chown clears set-ID bits; put them back like they were.
+        os.chown(name, uid, gid, dir_fd=dirfd, follow_symlinks=False)
+        # chown clears set-ID bits; put them back like they were (never through a link).
         if not stat.S_ISLNK(st.st_mode) and st.st_mode & (stat.S_ISUID | stat.S_ISGID):
-            os.chmod(path, stat.S_IMODE(st.st_mode))
+            os.chmod(name, stat.S_IMODE(st.st_mode), dir_fd=dirfd)
     return True
