@@ -124,3 +124,29 @@ def test_plain_command_sees_cgroup2(host):
     mounts = [line.split(" - ") for line in lines if " - " in line]
     cg = [right.split()[0] for left, right in mounts if left.split()[4].startswith("/sys/fs/cgroup")]
     assert cg == ["cgroup2"]
+
+
+def test_nspawnpyctl_reads_a_unit_guests_cgroup2_and_attaches_into_it(host):
+    import json
+    debian_guest(host, "v2ctl")
+    unit = "nspawnpy@v2ctl.service"
+    ctl = ["env", "PYTHONPATH=/opt/nspawnpy", "/usr/bin/python3", "-m", "nspawnpy.ctl"]
+    try:
+        host.run(["systemctl", "start", unit], timeout=60)
+        host.wait_until(f"{' '.join(ctl)} attach v2ctl -- systemctl is-system-running "
+                        "| grep -Eq 'running|degraded'", timeout=60)
+        info = json.loads(host.run([*ctl, "info", "v2ctl", "--json=short"]).stdout)
+        assert info["usage"]["source"].startswith("cgroup") and info["usage"]["cpu_usec"] > 0
+        assert info["usage"]["tasks"] > 3 and info["unit"] == unit
+        # (only the 0:: line: this machine's own v1 hierarchies show in every /proc/PID/cgroup,
+        # unmounted in the test host, so nothing can join them there)
+        script = "grep ^0:: /proc/{0}/cgroup; readlink /proc/{0}/ns/cgroup /proc/{0}/ns/user"
+        own = host.run([*ctl, "attach", "v2ctl", "--", "/bin/sh", "-c", script.format("self")])
+        first = host.run([*ctl, "attach", "v2ctl", "--", "/bin/sh", "-c", script.format(1)])
+        assert own.stdout == first.stdout and "0::/init.scope" in own.stdout
+        host.run([*ctl, "stop", "v2ctl"])
+        assert show(host, unit, "ActiveState", "Result") == {"ActiveState": "inactive",
+                                                              "Result": "success"}
+    finally:
+        host.run(["systemctl", "stop", unit], check=False)
+        host.run(["systemctl", "reset-failed", unit], check=False)
