@@ -7,6 +7,7 @@ child's child, born in the machine's PID namespace, which takes on the leader's 
 (capability bounding set, seccomp, no_new_privs) and execs (ctl/enter.py). The exit status
 of the command is ours."""
 
+import argparse
 import os
 
 from . import state
@@ -23,8 +24,9 @@ def add_arguments(parser, verb) -> None:
     parser.add_argument("--user", "-u", metavar="USER", help="run as this user of the machine")
     parser.add_argument("--setenv", "-E", action="append", default=[], metavar="NAME=VALUE",
                         help="set an environment variable (repeatable)")
-    parser.add_argument("command", nargs="*", metavar="CMD",
-                        help="command and arguments (default: the user's shell)")
+    parser.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD",
+                        help="command and arguments (default: the user's shell); options "
+                             "of ours go before NAME")
 
 
 class Target:
@@ -127,5 +129,6 @@ def run(args) -> int:
         raise UserError(f"Machine '{args.name}' is not running.") from None
     tty = os.isatty(0)
     env = build_env(target, args.setenv, tty)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
     from . import enter
-    return enter.attach(target, args.command, env, args.user, tty)
+    return enter.attach(target, command, env, args.user, tty)
