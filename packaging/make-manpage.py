@@ -113,7 +113,7 @@ def render_ctl() -> str:
         ".SH COMMANDS",
     ]
     for verb, help_text, positionals, options in describe():
-        args = " ".join(f"[\\fI{roff(m)}\\fR...]" if n == "*" else f"\\fI{roff(m)}\\fR"
+        args = " ".join(f"[\\fI{roff(m)}\\fR...]" if n in ("*", "...") else f"\\fI{roff(m)}\\fR"
                         for m, n in positionals)
         out += [".TP", f"\\fB{verb}\\fR [\\fIOPTIONS\\fR] {args}".rstrip(),
                 roff(help_text[0].upper() + help_text[1:].rstrip(".") + ".")]
