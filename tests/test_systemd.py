@@ -4,6 +4,7 @@ sd_notify and the errors when machined cannot be used."""
 
 from __future__ import annotations
 
+import re
 
 import pytest
 
@@ -139,13 +140,16 @@ def test_U_works_where_the_root_mount_is_shared_and_outside_our_cgroup_namespace
     assert host.run("findmnt -no PROPAGATION /").stdout.strip() == "shared"
     show_ = "id -u; cat /proc/self/uid_map; grep -E '^[0-9]+ [0-9]+ [0-9:]+ [^ ]+ / ' " \
         "/proc/self/mountinfo"
+    host_groups = set(re.findall(r"shared:(\d+)", host.run("cat /proc/self/mountinfo").stdout))
     for options in ("-U", "-U --keep-unit", "-U -n"):
         r = host.run(["nspawnpy", "--register=no", "-q", "--console=pipe", *options.split(),
                       "-D", f"{MACHINES}/bbu", "/bin/sh", "-c", show_], check=False)
         assert (r.returncode, r.stderr) == (0, ""), options
         uid, uid_map, root = r.stdout.splitlines()
         assert uid == "0" and uid_map.split()[0::2] == ["0", "65536"], options
-        assert "idmapped" in root and "shared:" not in root, options
+        # Shared as in nspawn, but in a peer group of its own, never one of the host's.
+        assert "idmapped" in root, options
+        assert not set(re.findall(r"shared:(\d+)", root)) & host_groups, options
 
 
 def test_register_fails_in_one_line_without_machined(host):
