@@ -3,7 +3,7 @@
 Compiling nspawn's policy with libseccomp takes ~25 ms; a container start whose
 filters are cached only needs this small module (no syscall tables, no libseccomp):
 the cache key names the inputs plus the identity of the code and tables that made
-the programs (policy.py, groups.py) and of the installed libseccomp.
+the programs (policy.py, groups.py, libseccomp.py) and of the installed libseccomp.
 
 Runs in: the host side before clone (plan/build.py), and nspawnpyctl attach; the filters
 are loaded by pid1/seccomp_load.py.
@@ -57,7 +57,7 @@ def key(caps, allow, deny, suppress_sync: bool, policy: bool) -> str:
         from hashlib import sha256
     text = repr((FORMAT, _libseccomp(), os.uname().machine, sorted(caps), tuple(allow),
                  tuple(deny), suppress_sync, policy,
-                 [_identity(os.path.join(_HERE, f)) for f in ("policy.py", "groups.py")]))
+                 [_identity(os.path.join(_HERE, f)) for f in ("policy.py", "groups.py", "libseccomp.py")]))
     return sha256(text.encode()).hexdigest()
 
 
