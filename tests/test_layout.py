@@ -16,10 +16,8 @@ PID1_MAY_IMPORT = ("nspawnpy.linux", "nspawnpy.intree", "nspawnpy.errors", "nspa
 MODULE_LINES, FUNCTION_LINES = 400, 60
 # Still larger than the limits (issue 10): these may shrink, but not grow.
 OVERSIZED = {
-    "config/ini.py": 430,
     "config/values.py": 440,
-    "config/ini.py:parse_unit_text": 84,
-    "config/ini.py:extract_first_word": 86,
+    "config/words.py:extract_first_word": 86,
     "plan/journal.py:link_journal": 75,
 }
 

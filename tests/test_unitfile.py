@@ -7,14 +7,8 @@ import pytest
 
 from nspawnpy.config.values import parse_boolean
 from nspawnpy.errors import UserError
-from nspawnpy.config.ini import (
-    Assignment,
-    cunescape,
-    extract_first_word,
-    parse_unit_text,
-    read_unit_file,
-    split_words,
-)
+from nspawnpy.config.ini import Assignment, parse_unit_text, read_unit_file
+from nspawnpy.config.words import cunescape, extract_first_word, split_words
 
 
 def parse(text, sections=None):

@@ -1,8 +1,8 @@
 """Reader for systemd's INI dialect as used by .nspawn files (config_parse() semantics).
 
 The reader only splits a file into (section, key, value) assignments with their
-file:line; it never interprets values (config/values.py does). The word splitting
-with quoting and C escapes that many values use lives here too.
+file:line; it never interprets values (config/values.py does, with the word splitting
+and C escapes of config/words.py).
 
 Behaviour follows systemd v252:
   * physical lines end at \\n, \\r, \\0 or any combination of distinct markers
@@ -23,14 +23,13 @@ Runs in: the host side, before anything is set up.
 import os
 import sys
 
+from nspawnpy.config.words import WHITESPACE
 from nspawnpy.errors import UserError
 
-WHITESPACE = " \t\n\r"
 LONG_LINE_MAX = 1 << 20  # systemd's LONG_LINE_MAX: 1 MiB per (joined) line
 
 __all__ = [
     "Assignment", "read_unit_file", "parse_unit_text",
-    "split_words", "extract_first_word", "cunescape", "WHITESPACE",
 ]
 
 
@@ -138,50 +137,14 @@ def parse_unit_text(text: str, path: str = "<string>", warn=None, *, sections=No
     sections are warned about once ("Unknown section 'X'. Ignoring.", silent for
     "X-" names) and their assignments are dropped, like systemd's config_parse.
     """
-    if warn is None:
-        warn = _stderr_warn
-    out = []
-    append = out.append
-    section = None
-    section_ignored = False
-    dirty = not _utf8_clean(text)
+    reader = _Sections(path, warn or _stderr_warn, sections, dirty=not _utf8_clean(text))
+    for line, lineno in _logical_lines(text, path):
+        reader.handle(line, lineno)
+    return reader.assignments
 
-    def handle(l: str, line: int) -> None:
-        nonlocal section, section_ignored
-        l = l.strip(WHITESPACE)
-        if not l:
-            return
-        if dirty and not _utf8_clean(l):
-            shown = "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in l)
-            warn(f"{path}:{line}: String is not UTF-8 clean, ignoring assignment: {shown}")
-            return
-        if l[0] == "[":
-            if l[-1] != "]":
-                raise UserError(f"{path}:{line}: Invalid section header '{l}'")
-            name = l[1:-1]
-            if sections is not None and name not in sections:
-                if not name.startswith("X-"):
-                    warn(f"{path}:{line}: Unknown section '{name}'. Ignoring.")
-                section = None
-                section_ignored = True
-            else:
-                section = name
-                section_ignored = False
-            return
-        if section is None:
-            if not section_ignored:
-                warn(f"{path}:{line}: Assignment outside of section. Ignoring.")
-            return
-        e = l.find("=")
-        if e < 0:
-            warn(f"{path}:{line}: Missing '=', ignoring line.")
-            return
-        if e == 0:
-            warn(f"{path}:{line}: Missing key name before '=', ignoring line.")
-            return
-        append(Assignment(section, l[:e].rstrip(WHITESPACE), l[e + 1:].strip(WHITESPACE),
-                          path, line))
 
+def _logical_lines(text: str, path: str):
+    """(line, number of its first physical line), comments dropped, continuations joined."""
     cont = None       # joined text of a continuation in progress
     cont_line = 0     # where it started
     bom_seen = False
@@ -209,219 +172,55 @@ def parse_unit_text(text: str, path: str = "<string>", warn=None, *, sections=No
             continue
         if cont is not None:
             cont = None
-            handle(p, cont_line)
+            yield p, cont_line
         else:
-            handle(p, lineno)
+            yield p, lineno
     if cont is not None:
-        handle(cont, cont_line)
-    return out
+        yield cont, cont_line
 
 
-# ------------------------------------------------------------- value helpers
+class _Sections:
+    """Turns logical lines into Assignments, tracking the current [Section]."""
 
+    def __init__(self, path: str, warn, sections, dirty: bool):
+        self.path, self.warn, self.sections, self.dirty = path, warn, sections, dirty
+        self.section = None
+        self.section_ignored = False
+        self.assignments = []
 
+    def handle(self, l: str, line: int) -> None:
+        path, warn = self.path, self.warn
+        l = l.strip(WHITESPACE)
+        if not l:
+            return
+        if self.dirty and not _utf8_clean(l):
+            shown = "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in l)
+            warn(f"{path}:{line}: String is not UTF-8 clean, ignoring assignment: {shown}")
+            return
+        if l[0] == "[":
+            self.header(l, line)
+            return
+        if self.section is None:
+            if not self.section_ignored:
+                warn(f"{path}:{line}: Assignment outside of section. Ignoring.")
+            return
+        e = l.find("=")
+        if e < 0:
+            warn(f"{path}:{line}: Missing '=', ignoring line.")
+            return
+        if e == 0:
+            warn(f"{path}:{line}: Missing key name before '=', ignoring line.")
+            return
+        self.assignments.append(Assignment(self.section, l[:e].rstrip(WHITESPACE),
+                                           l[e + 1:].strip(WHITESPACE), path, line))
 
-_SIMPLE_ESCAPES = {
-    "a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v",
-    "\\": "\\", '"': '"', "'": "'", "s": " ",
-}
-_HEXDIGITS = frozenset("0123456789abcdefABCDEF")
-_OCTDIGITS = frozenset("01234567")
-
-
-def _byte(v: int) -> str:
-    # A raw byte from \xHH or \nnn: ASCII as is, others surrogate-escaped so that a
-    # sequence of them can be re-decoded into the UTF-8 character it spells.
-    return chr(v) if v < 0x80 else chr(0xDC00 + v)
-
-
-def _unichar_ok(v: int) -> bool:
-    return (v < 0x110000 and (v & 0xFFFFF800) != 0xD800
-            and not 0xFDD0 <= v <= 0xFDEF and (v & 0xFFFE) != 0xFFFE)
-
-
-def _cunescape_one(s: str, i: int, out: list):
-    """Decode the escape whose letter is at s[i]; append to out; return
-    (next index, raw bytes emitted) or (-1, False) if invalid."""
-    c = s[i]
-    r = _SIMPLE_ESCAPES.get(c)
-    if r is not None:
-        out.append(r)
-        return i + 1, False
-    if c == "x":
-        h = s[i + 1:i + 3]
-        if len(h) != 2 or not _HEXDIGITS.issuperset(h):
-            return -1, False
-        v = int(h, 16)
-        if v == 0:
-            return -1, False
-        out.append(_byte(v))
-        return i + 3, v >= 0x80
-    if c in _OCTDIGITS:
-        o = s[i:i + 3]
-        if len(o) != 3 or not _OCTDIGITS.issuperset(o):
-            return -1, False
-        v = int(o, 8)
-        if v == 0 or v > 255:
-            return -1, False
-        out.append(_byte(v))
-        return i + 3, v >= 0x80
-    if c == "u" or c == "U":
-        k = 4 if c == "u" else 8
-        h = s[i + 1:i + 1 + k]
-        if len(h) != k or not _HEXDIGITS.issuperset(h):
-            return -1, False
-        v = int(h, 16)
-        if v == 0 or (k == 8 and not _unichar_ok(v)):
-            return -1, False
-        if 0xD800 <= v <= 0xDFFF:  # \uD800: systemd emits the (invalid) UTF-8 bytes
-            out.extend(_byte(b) for b in chr(v).encode("utf-8", "surrogatepass"))
-            return i + 1 + k, True
-        out.append(chr(v))
-        return i + 1 + k, False
-    return -1, False
-
-
-def _rebyte(w: str) -> str:
-    try:
-        return w.encode("utf-8", "surrogateescape").decode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        return w
-
-
-def cunescape(s: str) -> str:
-    """C-unescape a whole string (the escapes of split_words); ValueError on a bad one."""
-    i = s.find("\\")
-    if i < 0:
-        return s
-    out = []
-    raw = False
-    start = 0
-    n = len(s)
-    while i >= 0:
-        out.append(s[start:i])
-        if i + 1 >= n:
-            raise ValueError("trailing backslash")
-        j, b = _cunescape_one(s, i + 1, out)
-        if j < 0:
-            raise ValueError(f"invalid escape sequence '\\{s[i + 1]}'")
-        raw = raw or b
-        start = j
-        i = s.find("\\", j)
-    out.append(s[start:])
-    w = "".join(out)
-    return _rebyte(w) if raw else w
-
-
-def extract_first_word(s, separators=None, *, unquote=True, unescape=True,
-                       retain_escape=False, unescape_separators=False,
-                       dont_coalesce=False):
-    """systemd extract_first_word() on a Python string.
-
-    Returns (word, rest): word is None when there is no further word; rest is
-    None once the end is reached (feed a non-None rest back in for the next word).
-    Flags map to EXTRACT_UNQUOTE, EXTRACT_CUNESCAPE, EXTRACT_RETAIN_ESCAPE,
-    EXTRACT_UNESCAPE_SEPARATORS and EXTRACT_DONT_COALESCE_SEPARATORS; with all
-    of them false, a backslash still makes the next character literal (flags 0).
-    Raises ValueError on unbalanced quotes, a trailing backslash or a bad escape.
-    """
-    if s is None:
-        return None, None
-    seps = WHITESPACE if separators is None else separators
-    n = len(s)
-    i = 0
-    while i < n and s[i] in seps:
-        if dont_coalesce:
-            return "", s[i + 1:]
-        i += 1
-    if i >= n:
-        return ("" if dont_coalesce else None), None
-    buf = []
-    raw = False
-    quote = None
-    while True:
-        if quote is not None:
-            j = i
-            while True:
-                if i >= n:
-                    raise ValueError("unbalanced quotes")
-                c = s[i]
-                if c == quote or (c == "\\" and not retain_escape):
-                    break
-                i += 1
-            buf.append(s[j:i])
-            if c == quote:
-                quote = None
-                i += 1
-                continue
+    def header(self, l: str, line: int) -> None:
+        if l[-1] != "]":
+            raise UserError(f"{self.path}:{line}: Invalid section header '{l}'")
+        name = l[1:-1]
+        if self.sections is not None and name not in self.sections:
+            if not name.startswith("X-"):
+                self.warn(f"{self.path}:{line}: Unknown section '{name}'. Ignoring.")
+            self.section, self.section_ignored = None, True
         else:
-            j = i
-            while i < n:
-                c = s[i]
-                if ((unquote and (c == '"' or c == "'"))
-                        or (c == "\\" and not retain_escape) or c in seps):
-                    break
-                i += 1
-            buf.append(s[j:i])
-            if i >= n:
-                break
-            if unquote and (c == '"' or c == "'"):
-                quote = c
-                i += 1
-                continue
-            if c != "\\" or retain_escape:  # a separator ends the word
-                i += 1
-                if not dont_coalesce:
-                    while i < n and s[i] in seps:
-                        i += 1
-                    if i >= n:
-                        i = -1
-                w = "".join(buf)
-                return (_rebyte(w) if raw else w), (None if i < 0 else s[i:])
-        # backslash at s[i]
-        i += 1
-        if i >= n:
-            raise ValueError("trailing backslash" if quote is None else "unbalanced quotes")
-        c = s[i]
-        if unescape or unescape_separators:
-            if unescape:
-                j, b = _cunescape_one(s, i, buf)
-                if j >= 0:
-                    raw = raw or b
-                    i = j
-                    continue
-            if unescape_separators and c in seps:
-                buf.append(c)
-                i += 1
-                continue
-            raise ValueError(f"invalid escape sequence '\\{c}'")
-        buf.append(c)
-        i += 1
-    w = "".join(buf)
-    return (_rebyte(w) if raw else w), None
-
-
-def split_words(s: str, separators=None, *, unquote=True, unescape=True,
-                retain_escape=False, unescape_separators=False,
-                dont_coalesce=False) -> list:
-    """All words of `s`, by default with EXTRACT_UNQUOTE|EXTRACT_CUNESCAPE semantics.
-
-    `foo"bar baz"` is one word; `""` is an empty word. For config_parse_strv keys
-    (Parameters=, Environment=) systemd v252 uses unquote + retain_escape
-    (backslashes kept verbatim): call split_words(v, retain_escape=True).
-    Raises ValueError with a short reason on unbalanced quotes or bad escapes.
-    """
-    if (separators is None and not dont_coalesce and "\\" not in s
-            and (not unquote or ('"' not in s and "'" not in s))):
-        return [w for w in s.replace("\t", " ").replace("\n", " ").replace("\r", " ").split(" ") if w]
-    words = []
-    rest = s
-    while rest is not None:
-        w, rest = extract_first_word(
-            rest, separators, unquote=unquote, unescape=unescape,
-            retain_escape=retain_escape, unescape_separators=unescape_separators,
-            dont_coalesce=dont_coalesce)
-        if w is None:
-            break
-        words.append(w)
-    return words
+            self.section, self.section_ignored = name, False

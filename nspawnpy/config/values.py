@@ -39,7 +39,7 @@ def parse_boolean(s: str) -> bool:
 
 def split_words(value: str, **flags) -> list[str]:
     """systemd's word splitting, from the INI reader (loaded only when words are split)."""
-    from .ini import split_words as split
+    from .words import split_words as split
     return split(value, **flags)
 
 
@@ -305,7 +305,7 @@ def credential_set(value: str) -> tuple:
     name, sep, data = value.partition(":")
     if not sep or not credential_name_ok(name):
         raise ValueError("expected ID:VALUE")
-    from .ini import cunescape
+    from .words import cunescape
     return (name, cunescape(data).encode())
 
 
