@@ -252,3 +252,18 @@ def test_sigterm_during_registration_unregisters_and_stops(testhost, extra):
     results = json.loads(testhost.run(command, timeout=300).stdout)
     expected = [1, f"Container {name} terminated by signal KILL.\n", False, False, 0]
     assert results == [expected] * RUNS_PER_MODE
+
+
+def test_processes_are_signalled_only_through_pidfds():
+    """A PID may have been reused by the time it is signalled; a pidfd names one process.
+    Only signals to ourselves (os.kill(os.getpid(), ...)) go by number."""
+    import ast
+    offenders = []
+    for path in sorted((REPO / "nspawnpy").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ("kill", "killpg")
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "os"
+                    and "getpid" not in ast.unparse(node.args[0])):
+                offenders.append(f"{path.relative_to(REPO)}:{node.lineno}: {ast.unparse(node)}")
+    assert offenders == []

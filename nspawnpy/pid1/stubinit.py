@@ -22,6 +22,7 @@ def run(exec_payload) -> None:
         exec_payload()
         os._exit(127)
     os.closerange(3, 65536)
+    payload = os.pidfd_open(pid)  # signalled through this, never by a PID number
     try:
         os.setsid()
     except OSError:
@@ -34,7 +35,7 @@ def run(exec_payload) -> None:
             request["action"] = "reboot" if signum in (SIGINT, SIGRTMIN + 5) else "poweroff"
             for sig in (SIGTERM, SIGHUP):
                 try:
-                    os.kill(pid, sig)
+                    _signal.pidfd_send_signal(payload, sig)
                 except ProcessLookupError:
                     pass
             _signal.alarm(GRACE_SECONDS)
