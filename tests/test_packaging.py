@@ -12,7 +12,8 @@ from conftest import REPO
 PYTHON = sys.executable
 
 
-@pytest.mark.parametrize("script", ["make-manpage.py", "make-completion.py"])
+@pytest.mark.parametrize("script", ["make-manpage.py", "make-completion.py",
+                                    "make-settings-fields.py"])
 def test_generated_files_match_the_settings_table(script):
     r = subprocess.run([PYTHON, str(REPO / "packaging" / script), "--check"],
                        capture_output=True, text=True)

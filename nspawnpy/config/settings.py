@@ -8,6 +8,7 @@ Runs in: the host side; also imported by packaging/ to make the man page and com
 """
 
 from . import mountspec as m, values as p
+from .fields import Fields
 
 # How a value is stored: "value" (last one wins), "list" (appends; an empty
 # file assignment resets it), "flag" (command line takes no argument and stores
@@ -283,8 +284,10 @@ NETWORK_DESTS = ("private_network", "network_interfaces", "network_macvlan", "ne
                  "network_namespace_path")
 
 
-class Settings:
-    """Every setting's current value, starting from the table's defaults."""
+class Settings(Fields):
+    """Every setting's current value, starting from the table's defaults. Its fields are
+    declared, with their types, in config/fields.py (generated from the table; the packaging
+    test fails when it is out of date)."""
 
     def __init__(self):
         for option in OPTIONS:
