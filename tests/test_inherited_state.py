@@ -75,9 +75,10 @@ def test_fds_the_caller_left_open_never_reach_the_payload(busybox_root, mode, ex
 
 
 @pytest.mark.parametrize("mode", CONSOLE_MODES)
-def test_no_fd_reaches_the_payload_after_a_reboot_in_place(busybox_root, mode):
+@pytest.mark.parametrize("extra", [[], ["-a"], ["-U"]], ids=["plain", "as-pid2", "userns"])
+def test_no_fd_reaches_the_payload_after_a_reboot_in_place(busybox_root, mode, extra):
     # A pty master received from the previous run, its pidfd and wake-up pipe stay ours.
-    r = run_from_shell(LEAKY_CALLER, nspawnpy(f"--console={mode}", "-D", busybox_root,
+    r = run_from_shell(LEAKY_CALLER, nspawnpy(f"--console={mode}", *extra, "-D", busybox_root,
                                               "/bin/sh", "-c", RECORD_FDS_AFTER_REBOOT),
                        on_pty=mode == "interactive")
     assert r.returncode == 0, r.stderr
@@ -92,13 +93,18 @@ def test_the_pid_1_stub_keeps_no_fd_of_the_caller(busybox_root):
     assert listed_fds(busybox_root) == {0, 1, 2}
 
 
-def test_passed_sockets_are_the_only_fds_beyond_stdio(busybox_root):
+def test_passed_sockets_are_the_only_fds_beyond_stdio_as_with_systemd_nspawn(busybox_root):
     # Socket activation: LISTEN_FDS=2 for us → fds 3 and 4 reach the payload, 10 does not.
     prefix = LEAKY_CALLER + "exec 3</dev/null 4</dev/null; export LISTEN_FDS=2 LISTEN_PID=$$; "
-    r = run_from_shell(prefix, nspawnpy("--console=pipe", "-D", busybox_root, "/bin/sh", "-c",
-                                        RECORD_FDS + "; echo $LISTEN_FDS $LISTEN_PID >> /fds"))
+    args = ["--console=pipe", "-D", busybox_root, "/bin/sh", "-c",
+            RECORD_FDS + "; echo $LISTEN_FDS $LISTEN_PID >> /fds"]
+    r = run_from_shell(prefix, nspawnpy(*args))
     assert r.returncode == 0, r.stderr
     assert (busybox_root / "fds").read_text().split() == ["0", "1", "2", "3", "4", "2", "1"]
+    if testhost.systemd_nspawn():
+        (busybox_root / "fds").unlink()
+        assert run_nspawn(prefix, *args).returncode == 0
+        assert (busybox_root / "fds").read_text().split() == ["0", "1", "2", "3", "4", "2", "1"]
 
 
 def test_the_fds_seen_inside_match_systemd_nspawn(busybox_root):
@@ -128,6 +134,8 @@ def limits_prefix(soft: int, hard: int) -> str:
                                     "--rlimit=NOFILE=50", "--settings=no",
                                     "--settings=no --rlimit=NOFILE=2000"])
 def test_nofile_limits_of_the_payload_match_systemd_nspawn(busybox_root, caller, option):
+    if option == "--settings=no" and caller == (500, 4000):
+        option += " -U"  # and once in a user namespace of its own
     skip_unless(testhost.systemd_nspawn(), "systemd-nspawn is not installed")
     args = ["--console=pipe", *(option.split() if option else []), "-D", busybox_root,
             "/bin/sh", "-c", SHOW_NOFILE]

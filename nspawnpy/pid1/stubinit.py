@@ -22,20 +22,21 @@ def run(exec_payload) -> None:
         exec_payload()
         os._exit(127)
     os.closerange(3, 65536)
-    payload = os.pidfd_open(pid)  # signalled through this, never by a PID number
     try:
         os.setsid()
     except OSError:
         pass
     trim()
-    request = {"action": None}
+    # "exited" is set while PID 2 is still an unreaped zombie, so its number cannot name
+    # another process when the handler signals it (no pidfd: PID 1 shows no fd but stdio).
+    request = {"action": None, "exited": False}
 
     def on_signal(signum, frame):
         if request["action"] is None:
             request["action"] = "reboot" if signum in (SIGINT, SIGRTMIN + 5) else "poweroff"
-            for sig in (SIGTERM, SIGHUP):
+            for sig in (SIGTERM, SIGHUP) if not request["exited"] else ():
                 try:
-                    _signal.pidfd_send_signal(payload, sig)
+                    os.kill(pid, sig)  # our unreaped child: the number is still its own
                 except ProcessLookupError:
                     pass
             _signal.alarm(GRACE_SECONDS)
@@ -48,7 +49,9 @@ def run(exec_payload) -> None:
     status = 0
     while True:
         try:
-            child, wstatus = os.waitpid(-1, 0)
+            exited = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT).si_pid
+            request["exited"] = request["exited"] or exited == pid
+            child, wstatus = os.waitpid(exited, 0)
         except ChildProcessError:
             break
         except TimeoutError:
