@@ -622,12 +622,14 @@ def test_registration_without_machined_fails_clearly(run_nspawnpy, busybox_root)
 
 def test_plain_run_imports_neither_pyroute2_nor_dbus_nor_re(busybox_root):
     # main() itself: the module's entry point leaves with os._exit, before any print.
-    # re (with the enum, functools and collections it imports) costs ~4 ms of a start;
-    # -S as the installed script runs (site itself imports re).
+    # re (with the enum, functools and collections it imports) costs ~4 ms of a start,
+    # contextlib (collections, functools) ~2 ms; -S as the installed script runs (site
+    # itself imports re).
     code = ("import sys; from nspawnpy.__main__ import main; main(['--register=no','-q',"
             f"'--console=pipe','-D','{busybox_root}','/bin/true']);\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('pyroute2','dbus_next','pystemd','re','enum')))")
+            "('pyroute2','dbus_next','pystemd','re','enum','contextlib','collections',"
+            "'functools')))")
     r = subprocess.run([PYTHON, "-S", "-c", code], env={**os.environ, "PYTHONPATH": str(REPO)},
                        capture_output=True, text=True, timeout=30)
     assert r.stdout.strip().endswith("[]"), r.stdout + r.stderr

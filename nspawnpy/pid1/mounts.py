@@ -11,7 +11,6 @@ Runs in: PID 1, before pivot_root (execute); the ops are built on the host side 
 1.
 """
 
-import copy
 import os
 
 from .. import intree, linux
@@ -98,6 +97,7 @@ class Bind(Op):
             fd = os.open(self.source, os.O_PATH | os.O_CLOEXEC)
         except OSError:
             return self   # execute() reports it
+        import copy  # here, not at the top: it imports weakref, for binds only
         opened = copy.copy(self)
         opened.opened_source = f"/proc/self/fd/{fd}"
         return opened
