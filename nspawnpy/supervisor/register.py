@@ -242,21 +242,18 @@ def scope_properties(settings) -> list:
     return props
 
 
-def _limit(name: str, value: str):
-    """MemoryMax= style: bytes, a percentage (→ NAMEScale) or infinity."""
-    if value == "infinity":
-        return name, "t", UINT64_MAX
-    if value.endswith("%"):
-        return name + "Scale", "u", int(float(value[:-1]) / 100 * (2**32 - 1))
-    return name, "t", size_bytes(value)
+def _scalable(parse):
+    """MemoryMax=/TasksMax= style: parse(value), a percentage (-> NAMEScale) or infinity."""
+    def convert(name: str, value: str):
+        if value == "infinity":
+            return name, "t", UINT64_MAX
+        if value.endswith("%"):
+            return name + "Scale", "u", int(float(value[:-1]) / 100 * (2**32 - 1))
+        return name, "t", parse(value)
+    return convert
 
 
-def _tasks(name: str, value: str):
-    if value == "infinity":
-        return name, "t", UINT64_MAX
-    if value.endswith("%"):
-        return name + "Scale", "u", int(float(value[:-1]) / 100 * (2**32 - 1))
-    return name, "t", int(value)
+_limit, _tasks = _scalable(size_bytes), _scalable(int)
 
 
 def _signal(name: str, value: str):
