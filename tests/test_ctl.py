@@ -534,3 +534,26 @@ def test_checkconfig_colours_a_terminal():
         out += chunk
     assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
     assert b"\033[32myes\033[0m" in out
+
+
+def test_the_command_starts_with_default_signals_and_dies_with_attach(running):
+    proc, name = running("/bin/sleep", "60")
+    r = ctl("attach", name, "--", "grep", "-E", "^Sig(Ign|Blk):", "/proc/self/status")
+    assert r.stdout.split() == ["SigBlk:", "0" * 16, "SigIgn:", "0" * 16]
+
+    def sleepers():
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                if Path(f"/proc/{pid}/cmdline").read_bytes() == b"sleep\x004242\x00":
+                    found.append(pid)
+            except OSError:
+                pass
+        return found
+    attach = subprocess.Popen([PYTHON, "-m", "nspawnpy.ctl", "attach", name, "sleep", "4242"],
+                              env=ENV, stdin=subprocess.DEVNULL)
+    wait_for(sleepers, what="the attached command")
+    attach.terminate()
+    attach.wait(timeout=10)
+    wait_for(lambda: not sleepers(), timeout=10, what="the attached command to die with attach")
+    assert proc.poll() is None   # the machine itself runs on

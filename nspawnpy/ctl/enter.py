@@ -7,6 +7,7 @@ machine, root in its user namespace, must not be able to ptrace us while we stil
 host's privileges and memory."""
 
 import os
+import signal
 import socket
 import struct
 
@@ -23,10 +24,11 @@ CGROUP_ROOT = "/sys/fs/cgroup"
 
 def attach(target, command: list, env: dict, user: str | None, tty: bool) -> int:
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    me = os.getpid()
     pid = os.fork()
     if pid == 0:
         parent.close()
-        _child_main(child, target, command, env, user, tty)
+        _child_main(child, target, command, env, user, tty, me)
     child.close()
     os.close(target.pidfd)
     import signal
@@ -100,10 +102,32 @@ def _relay(master: int, pid: int) -> int:
         signal.set_wakeup_fd(-1)
 
 
-def _child_main(sock, target, command, env, user, tty) -> None:
+def _follow_parent(parent: int) -> None:
+    """Die with our parent (an attach that is killed leaves no command running behind)."""
+    linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _default_signals() -> None:
+    """The command starts with every signal at its default and none blocked (Python
+    ignores SIGPIPE and SIGXFSZ; we ignored the terminal's)."""
+    for sig in signal.valid_signals():
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):
+            try:
+                signal.signal(sig, signal.SIG_DFL)
+            except (OSError, ValueError):
+                pass
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
+def _child_main(sock, target, command, env, user, tty, parent: int) -> None:
     """The joining child: never returns."""
     try:
         linux.prctl(PR_SET_DUMPABLE, 0)
+        _follow_parent(parent)
+        for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP):
+            signal.signal(sig, signal.SIG_IGN)   # the command's to handle, not ours
         join_cgroups(target.cgroups)
         flags = 0
         for _, flag in target.namespaces:
@@ -170,6 +194,7 @@ def _cgroup_mounts() -> list:
 def _become(sock, target, command, env, user, tty) -> None:
     """In the machine's PID namespace: root of its user namespace, its working directory, a
     pty of its own devpts, its user, its limits; then exec. Never returns."""
+    parent = os.getppid()   # as this PID namespace shows it (0: outside it)
     try:
         if target.userns:
             os.setgroups([])
@@ -192,6 +217,8 @@ def _become(sock, target, command, env, user, tty) -> None:
                 os.chdir(account.home)
             except OSError:
                 pass
+        _default_signals()
+        _follow_parent(parent)   # after the credential change, which clears it
         try:
             os.execvpe(argv[0], argv, env)
         except OSError as e:
