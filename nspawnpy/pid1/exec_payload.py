@@ -5,22 +5,19 @@ environment, user, capabilities, seccomp, stdio — then exec the payload
 Runs in: PID 1, after pivot_root (and the payload's PID 2 with --as-pid2, until exec).
 """
 
-import _socket
 import fcntl
 import os
 import resource
-import struct
 
 # Everything used after pivot_root must be imported before it: the package and
 # the standard library live on the host, not in the container.
-from . import caps, seccomp_load, stubinit
+from . import caps, loopback, seccomp_load, stubinit
 from .. import errors, linux
 
 BOOT_INITS = ("/usr/lib/systemd/systemd", "/lib/systemd/systemd", "/sbin/init")
 PER_LINUX32 = 0x0008
 SIGKILL = 9
 TIOCSCTTY = 0x540E
-SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 
 
 def start(plan, console_pts) -> None:
@@ -28,7 +25,7 @@ def start(plan, console_pts) -> None:
     s = plan.settings
     linux.sethostname(plan.machine.hostname)
     if plan.network.private:
-        loopback_up()
+        loopback.loopback_up()
     if s.personality == "x86":
         linux.personality(PER_LINUX32)
     apply_limits(s)
@@ -116,16 +113,6 @@ def attach_stdio(console_pts) -> None:
         os.dup2(fd, target)
     if fd > 2:
         os.close(fd)
-
-
-def loopback_up() -> None:
-    sock = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
-    try:
-        request = struct.pack("16sH14x", b"lo", 0)
-        flags = struct.unpack("16sH14x", fcntl.ioctl(sock.fileno(), SIOCGIFFLAGS, request))[1]
-        fcntl.ioctl(sock.fileno(), SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
-    finally:
-        sock.close()
 
 
 SAFE_NOFILE = 1024  # the highest soft limit select() copes with (FD_SETSIZE)

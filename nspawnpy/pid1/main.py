@@ -236,13 +236,15 @@ def _write_run_host(plan, host: str) -> None:
     mounts.write_file(host + "/container-manager", f"{plan.machine.service}\n".encode())
     mounts.write_file(host + "/container-uuid", f"{plan.machine.uuid_dashed}\n".encode())
     if plan.credentials:
+        # As nspawn: a ramfs (never swapped out), made read-only as a whole once written.
         creds = host + "/credentials"
-        linux.mount("tmpfs", creds, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0700") \
-            if os.path.isdir(creds) else _mount_fresh_tmpfs(creds)
+        os.makedirs(creds, 0o700, exist_ok=True)
+        flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+        linux.mount("none", creds, "ramfs", flags, "mode=0700")
         for name, data in plan.credentials:
             mounts.write_file(f"{creds}/{name}", data, 0o400)
         os.chmod(creds, 0o500)
-        mounts.bind_remount(creds, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        linux.mount(None, creds, None, MS_REMOUNT | MS_RDONLY | flags, "mode=0700")
 
 
 def mask_proc_files(root: str) -> None:
@@ -253,11 +255,6 @@ def mask_proc_files(root: str) -> None:
                      (boot_id[8] & 0x3F) | 0x80, *boot_id[9:]]).hex()
     dashed = f"{boot_id[:8]}-{boot_id[8:12]}-{boot_id[12:16]}-{boot_id[16:20]}-{boot_id[20:]}\n"
     mounts.mask_with_file(root, "/proc/sys/kernel/random/boot_id", dashed.encode())
-
-
-def _mount_fresh_tmpfs(path: str) -> None:
-    os.makedirs(path, 0o700, exist_ok=True)
-    linux.mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0700")
 
 
 def mount_cgroups(root: str, layout, userns: bool) -> None:

@@ -152,7 +152,9 @@ def _parse_syscalls(lines, ctx):
 def _parse_net(lines, ctx):
     for line in lines:
         first, _, rest = line.partition(" ")
-        if first.endswith(":"):
+        if first in ("route", "route6"):
+            yield f"{first}:{' '.join(rest.split())}", "present"
+        elif first.endswith(":"):
             yield f"link:{first[:-1]}", " ".join(rest.split())
         else:
             family, _, addr = rest.strip().partition(" ")

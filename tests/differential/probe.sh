@@ -163,6 +163,9 @@ try kill -0 1
 sec net
 ip -o link 2>&1 | sed -e 's/^[0-9]*: //' -e 's/@if[0-9]*/@ifN/' -e 's/ qlen [0-9]*//'
 ip -o addr 2>&1 | sed -e 's/^[0-9]*: //' -e 's/ valid_lft.*//' | grep -v ' inet6 fe80'
+# (link-local routes and addresses carry MACs made per run for veth links)
+ip route show table all 2>&1 | grep -v 'fe80::' | sed 's/^/route /'
+ip -6 route show table all 2>&1 | grep -v 'fe80::' | sed 's/^/route6 /'
 
 sec console
 echo "dev_console $(stat -c '%F|%t:%T|%u|%g|%a' /dev/console 2>&1)"

@@ -350,6 +350,7 @@ CONSOLE = [
 CREDENTIALS = [
     _s("credentials", "--set-credential=cred1:hello\\nworld",
        "--load-credential=cred2:{scratch}/cred.txt", setup=_credential_file),
+    _s("credentials-userns", "-U", "--set-credential=cred1:hello", setup=_credential_file),
 ]
 
 KNOBS = [
