@@ -61,21 +61,9 @@ def render() -> str:
 
 
 def main() -> int:
-    text = render()
-    if sys.argv[1:] == ["--check"]:
-        try:
-            with open(OUTPUT) as f:
-                current = f.read()
-        except FileNotFoundError:
-            current = None
-        if current != text:
-            sys.stderr.write(f"{OUTPUT} is out of date: run packaging/make-settings-fields.py\n")
-            return 1
-        return 0
-    with open(OUTPUT, "w") as f:
-        f.write(text)
-    return 0
-
+    from generated import write_or_check
+    return write_or_check([(OUTPUT, render())], "make-settings-fields.py",
+                          sys.argv[1:] == ["--check"])
 
 if __name__ == "__main__":
     sys.exit(main())
