@@ -82,17 +82,24 @@ def _open_etc(root: str):
     return fd, os.readlink(intree.fd_path(fd))
 
 
-def _in_etc(function):
-    """Run function(etc_fd, etc_host_path) on the tree's /etc, if it resolves."""
-    def step(root: str) -> None:
+class EtcStep:
+    """A step PID 1 runs on the unpivoted tree: action(root, etc_fd, etc_host_path) on the
+    tree's /etc (resolved in the tree, skipped after a warning if it does not resolve)."""
+
+    def __init__(self, name: str, action):
+        self.name, self.action = name, action
+
+    def __repr__(self) -> str:
+        return f"EtcStep(/etc/{self.name}: {self.action.__name__})"
+
+    def __call__(self, root: str) -> None:
         found = _open_etc(root)
         if found is None:
             return
         try:
-            function(root, *found)
+            self.action(root, *found)
         finally:
             os.close(found[0])
-    return step
 
 
 def _delete(name: str):
@@ -103,7 +110,7 @@ def _delete(name: str):
             pass
         except OSError as e:  # a --read-only tree: nspawn says so and goes on
             _warn(f"Failed to remove '{shown}/{name}', ignoring: {os.strerror(e.errno)}")
-    return _in_etc(delete)
+    return EtcStep(name, delete)
 
 
 def _read_source(source: str):
@@ -129,7 +136,7 @@ def _install(name: str, source: str, how: str, shown_source: str):
             if e.errno not in _QUIET:
                 _warn(f"Failed to copy {shown_source} to {shown}/{name}, ignoring: "
                       f"{os.strerror(e.errno)}")
-    return _in_etc(install)
+    return EtcStep(name, install)
 
 
 def _copy(etc: int, name: str, data: bytes, times) -> None:
@@ -213,4 +220,4 @@ def _symlink_zone(zone: str, fallback: str):
         except OSError as e:
             if e.errno not in _QUIET:
                 _warn(f"Failed to correct timezone of container, ignoring: {os.strerror(e.errno)}")
-    return _in_etc(symlink)
+    return EtcStep("localtime", symlink)

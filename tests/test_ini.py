@@ -1,4 +1,4 @@
-"""The systemd INI dialect reader (nspawnpy.unitfile)."""
+"""The systemd INI dialect reader (nspawnpy.config.ini) and its word splitting (config.words)."""
 
 import os
 import random
