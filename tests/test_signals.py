@@ -269,3 +269,30 @@ def test_processes_are_signalled_only_through_pidfds():
                     and "unreaped child" not in path.read_text().splitlines()[node.lineno - 1]):
                 offenders.append(f"{path.relative_to(REPO)}:{node.lineno}: {ast.unparse(node)}")
     assert offenders == []
+
+
+@pytest.mark.parametrize("mode", ["user", "userns", "as-pid2", "user-keep-unit"])
+def test_sigkill_of_a_registered_supervisor_unregisters_and_ends_the_container(testhost, mode):
+    import rootfs
+    name = f"kill-{mode}"
+    tree = f"/var/lib/machines/{name}"
+    rootfs.busybox_tree(testhost.root / tree.lstrip("/"))
+    options = {"user": "-u nobody", "userns": "-U", "as-pid2": "-a",
+               "user-keep-unit": "-u nobody --keep-unit"}[mode]
+    start = f"nspawnpy -q --console=pipe {options} -D {tree} -M {name} /bin/sleep 4711"
+    if "--keep-unit" in options:  # from a unit of its own, as nspawnpy@.service runs it
+        start = (f"systemd-run -q --unit=kill-{mode} --property=Delegate=yes "
+                 f"--property=KillMode=none {start}")
+    testhost.run(f"{start} >/dev/null 2>&1 </dev/null &")
+    try:
+        testhost.wait_until(f"machinectl show {name} -p State --value | grep -qx running")
+        testhost.wait_until("pgrep -f '^/bin/sleep 4711$'")
+        leader = testhost.run(["machinectl", "show", name, "-p", "Leader", "--value"]).stdout
+        supervisor = testhost.run(["ps", "-o", "ppid=", "-p", leader.strip()]).stdout.strip()
+        testhost.run(["kill", "-KILL", supervisor])  # not the janitor: its own fork
+        testhost.wait_until(f"! machinectl show {name} >/dev/null 2>&1", timeout=20)
+        testhost.wait_until("! pgrep -f '^/bin/sleep 4711$'", timeout=20)
+        testhost.wait_until(f"! systemctl is-active -q machine-{name}.scope", timeout=20)
+    finally:
+        testhost.run(["machinectl", "kill", name, "-s", "KILL"], check=False)
+        testhost.run(["systemctl", "stop", f"kill-{mode}.service"], check=False)
