@@ -557,3 +557,10 @@ def test_the_command_starts_with_default_signals_and_dies_with_attach(running):
     attach.wait(timeout=10)
     wait_for(lambda: not sleepers(), timeout=10, what="the attached command to die with attach")
     assert proc.poll() is None   # the machine itself runs on
+
+
+def test_stop_powers_the_as_pid2_stub_off_cleanly(running):
+    proc, name = running("-a", "/bin/sleep", "60")
+    r = ctl("stop", name, "--timeout=20")
+    assert r.returncode == 0, r.stderr
+    assert proc.wait(timeout=5) == 0, proc.stderr.read()

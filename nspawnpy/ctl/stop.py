@@ -24,7 +24,7 @@ def add_arguments(parser, verb) -> None:
 
 
 def shutdown_signal(machine) -> int:
-    """systemd: SIGRTMIN+4 (poweroff); busybox init: SIGUSR2 (its poweroff); else the
+    """systemd and the -a stub: SIGRTMIN+4 (poweroff); busybox init: SIGUSR2; else the
     machine's kill signal. Only picks a signal: what the guest says about itself is trusted
     no further."""
     comm = statefile.read_text(f"/proc/{machine.leader}/comm").strip()
@@ -32,8 +32,8 @@ def shutdown_signal(machine) -> int:
         exe = os.path.basename(os.readlink(f"/proc/{machine.leader}/exe"))
     except OSError:
         exe = ""
-    if comm == "systemd" or exe == "systemd":
-        return SYSTEMD_POWEROFF
+    if comm in ("systemd", "(sd-stubinit)") or exe == "systemd":
+        return SYSTEMD_POWEROFF   # the --as-pid2 stub init understands it too
     if comm == "init" and exe == "busybox":
         return BUSYBOX_POWEROFF
     return machine.kill_signal or signal.SIGKILL
