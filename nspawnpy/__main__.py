@@ -14,8 +14,12 @@ def main(argv=None) -> int:
     signals.catch()  # first: a SIGTERM at any moment of set-up still ends in a full teardown
     argv = sys.argv[1:] if argv is None else argv
     try:
-        from .config import cli
-        settings = cli.parse_args(argv)
+        from .config import cli, helplists
+        try:
+            settings = cli.parse_args(argv)
+        except helplists.ListRequested as listing:
+            sys.stdout.write(listing.text)
+            return 0
         if settings.help:
             sys.stdout.write(cli.help_text())
             return 0

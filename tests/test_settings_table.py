@@ -132,7 +132,7 @@ BAD_ARGS = [
     ["--boot", "--as-pid2"], ["--read-only", "--volatile"], ["--ephemeral", "--volatile=state"],
     ["--port=80"], ["--network-bridge=br0", "--network-zone=z"],
     ["--boot", "--ambient-capability=CAP_CHOWN"], ["--keep-unit", "--slice=a.slice"],
-    ["--boot", "--user=alice"], ["--network-namespace-path=/run/netns/x", "--private-network"],
+    ["--boot", "--user=alice"], ["--network-namespace-path=/run/netns/x", "--network-veth"],
 ]
 # What the error line says instead of the first option's name.
 NAMED_AS = {"-Y": "'Y'", "--ambient-capability=CAP_CHOWN": "AmbientCapability="}

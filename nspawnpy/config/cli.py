@@ -18,6 +18,8 @@ def _bad_value(option: Option, spelled: str, value: str, reason: str) -> UserErr
 
 
 def _store(settings: Settings, option: Option, spelled: str, value) -> None:
+    from . import helplists
+    helplists.check(option.long, value)
     if option.kind == "flag" or value is None:
         parsed = option.const
     else:

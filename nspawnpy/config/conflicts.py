@@ -25,7 +25,7 @@ def check_conflicts(s) -> None:
          "--network-bridge= and --network-zone= may not be combined."),
         (s.ports and not s.private_net and not s.network_namespace_path,
          "Cannot use --port= without private networking."),
-        (s.network_namespace_path and s.private_net,
+        (s.network_namespace_path and s.network_options_beyond_private(),
          "Cannot combine --network-namespace-path= with other network options."),
         (s.ambient_capability and s.boot, "AmbientCapability= setting is not useful for boot mode."),
         (s.keep_unit and (s.slice or s.property),
@@ -35,6 +35,7 @@ def check_conflicts(s) -> None:
     for conflict, message in pairs:
         if conflict:
             raise UserError(message)
+    _check_api_vfs(s)
     unsupported = [
         (s.image, "--image="), (s.oci_bundle, "--oci-bundle="), (s.root_hash, "--root-hash="),
         (s.root_hash_sig, "--root-hash-sig="), (s.verity_data, "--verity-data="),
@@ -45,3 +46,18 @@ def check_conflicts(s) -> None:
     for present, option in unsupported:
         if present:
             raise UserError(f"{option} is not supported by nspawnpy yet.")
+
+
+def _check_api_vfs(s) -> None:
+    """What $SYSTEMD_NSPAWN_API_VFS_WRITABLE may not go with under -U: the host's
+    /proc/sys/net and sysfs ("network" without a network namespace of its own), or any
+    writable API file system."""
+    from .environ import api_vfs_writable
+    if s.private_users in ("no", None):
+        return
+    writable = api_vfs_writable()
+    if writable == "network" and not s.private_net:
+        raise UserError("Invalid namespacing settings. Mounting sysfs with --private-users "
+                        "requires --private-network.")
+    if writable is True:
+        raise UserError("Cannot combine --private-users with read-write mounts.")

@@ -30,3 +30,12 @@ def env_bool(name: str, default=None):
         return parse_boolean(value)
     except ValueError:
         raise UserError(f"Failed to parse ${name}: Invalid argument") from None
+
+
+def api_vfs_writable():
+    """$SYSTEMD_NSPAWN_API_VFS_WRITABLE as nspawn 252 reads it: False (unset: the API file
+    systems read-only), True (writable), or "network" (read-only, but /proc/sys/net writable
+    and /sys the network namespace's, as with a private network)."""
+    if os.environ.get("SYSTEMD_NSPAWN_API_VFS_WRITABLE") == "network":
+        return "network"
+    return bool(env_bool("SYSTEMD_NSPAWN_API_VFS_WRITABLE", False))

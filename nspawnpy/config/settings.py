@@ -312,6 +312,12 @@ class Settings(Fields):
         """Any network option implies a private network namespace, as in nspawn."""
         return any(getattr(self, dest) for dest in NETWORK_DESTS if dest != "network_namespace_path")
 
+    def network_options_beyond_private(self) -> bool:
+        """Network options other than --private-network (which v252 lets
+        --network-namespace-path= go with: the joined namespace is then treated as private)."""
+        return any(getattr(self, dest) for dest in NETWORK_DESTS
+                   if dest not in ("private_network", "network_namespace_path"))
+
 
 def by_topic() -> list[tuple[str, list[Option]]]:
     """The command-line options grouped under their --help/man page headings, in table order."""

@@ -16,19 +16,24 @@ TMPFS_DEV = "mode=0755,size=4m,nr_inodes=64k"
 MS_STRICTATIME = 1 << 24   # nspawn's tmpfs API mounts show neither relatime nor noatime
 
 
-def tree_mounts(private_net: bool, userns: bool = False, sysfs_fd=None) -> list:
+def tree_mounts(private_net: bool, userns: bool = False, sysfs_fd=None,
+                api_vfs_writable=False) -> list:
     """What nspawn mounts on the shared tree before the container gets its own copy of it,
     in nspawn's order (the copy lists mounts in tree order, so the order shows): /tmp,
     /sys, /dev, /dev/shm, /run, /run/host bound onto itself, the device nodes and devpts.
     In a user namespace without a network namespace of its own, /sys is a sysfs the
-    supervisor mounted (`sysfs_fd`), and /dev gets the host's device nodes bound in."""
+    supervisor mounted (`sysfs_fd`), and /dev gets the host's device nodes bound in.
+    `api_vfs_writable` ($SYSTEMD_NSPAWN_API_VFS_WRITABLE): True leaves a plain sysfs
+    writable, "network" treats /sys as with a network namespace of its own."""
+    netns = private_net or api_vfs_writable == "network"
+    sys_flags = MS_NOSUID | MS_NOEXEC | MS_NODEV | (0 if api_vfs_writable is True else MS_RDONLY)
     plan = [m.Call("/", m.base_filesystem)]
     if os.environ.get("SYSTEMD_NSPAWN_TMPFS_TMP", "1") not in ("0", "no", "false"):
         plan.append(m.Mount("/tmp", "tmpfs", TMPFS_TMP, MS_NOSUID | MS_NODEV | MS_STRICTATIME))
     plan += [
         m.Attach("/sys", sysfs_fd) if sysfs_fd is not None else
-        k.NetnsSysfs() if private_net else
-        m.Mount("/sys", "sysfs", flags=MS_NOSUID | MS_NOEXEC | MS_NODEV | MS_RDONLY),
+        k.NetnsSysfs(writable=api_vfs_writable is True) if netns else
+        m.Mount("/sys", "sysfs", flags=sys_flags),
         m.Mount("/dev", "tmpfs", TMPFS_DEV, MS_NOSUID | MS_STRICTATIME),
         m.Mount("/dev/shm", "tmpfs", TMPFS_TMP, MS_NOSUID | MS_NODEV | MS_STRICTATIME),
         m.Mount("/run", "tmpfs", TMPFS_RUN, MS_NOSUID | MS_NODEV | MS_STRICTATIME),
@@ -42,18 +47,19 @@ def tree_mounts(private_net: bool, userns: bool = False, sysfs_fd=None) -> list:
     return plan
 
 
-def own_mounts(private_net: bool) -> list:
+def own_mounts(private_net: bool, api_vfs_writable=False) -> list:
     """What nspawn mounts once the container has its own copy of the tree: /proc with its
-    read-only and masked parts, /dev/mqueue, the netns's sysfs, /run/host made read-only."""
-    plan = [
-        m.Mount("/proc", "proc", flags=MS_NOSUID | MS_NOEXEC | MS_NODEV),
-        k.ProcSys(writable_net=private_net),
-    ]
-    plan += [k.MaskProc(f"/proc/{name}") for name in k.PROC_MASKED]
-    plan += [m.ReadOnly(f"/proc/{name}") for name in k.PROC_READ_ONLY]
+    read-only and masked parts (none of them when $SYSTEMD_NSPAWN_API_VFS_WRITABLE is true),
+    /dev/mqueue, the netns's sysfs, /run/host made read-only."""
+    netns = private_net or api_vfs_writable == "network"
+    plan = [m.Mount("/proc", "proc", flags=MS_NOSUID | MS_NOEXEC | MS_NODEV)]
+    if api_vfs_writable is not True:
+        plan.append(k.ProcSys(writable_net=netns))
+        plan += [k.MaskProc(f"/proc/{name}") for name in k.PROC_MASKED]
+        plan += [m.ReadOnly(f"/proc/{name}") for name in k.PROC_READ_ONLY]
     plan.append(m.Mount("/dev/mqueue", "mqueue", flags=MS_NOSUID | MS_NODEV | MS_NOEXEC))
-    if private_net:
-        plan.append(k.NetnsSysfsDirs())
+    if netns:
+        plan.append(k.NetnsSysfsDirs(writable=api_vfs_writable is True))
     plan.append(m.ReadOnly("/run/host", MS_NOSUID | MS_NODEV | MS_NOEXEC, required=True,
                            bind=False))
     return plan

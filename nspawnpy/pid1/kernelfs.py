@@ -66,10 +66,10 @@ SYSFS_DIRS = ("block", "bus", "class", "dev", "devices", "kernel")
 class NetnsSysfs(Op):
     """/sys for a container with a network namespace of its own: a read-only tmpfs that
     will hold block, bus, class, dev, devices and kernel of the namespace's own sysfs
-    (NetnsSysfsDirs), plus /sys/fs/cgroup."""
+    (NetnsSysfsDirs), plus /sys/fs/cgroup; left writable with writable API file systems."""
 
-    def __init__(self, where="/sys"):
-        self.where = where
+    def __init__(self, where="/sys", writable=False):
+        self.where, self.writable = where, writable
 
     def execute(self, root):
         flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
@@ -77,23 +77,28 @@ class NetnsSysfs(Op):
         with intree.at(root, self.where) as target:  # the tmpfs just mounted: ours
             for name in SYSFS_DIRS + ("fs", "fs/cgroup"):
                 os.mkdir(f"{target}/{name}", 0o755)
-            bind_remount(target, MS_RDONLY | flags)
+            if not self.writable:
+                bind_remount(target, MS_RDONLY | flags)
 
 
 class NetnsSysfsDirs(Op):
     """The network namespace's sysfs (so /sys/class/net shows the container's links),
-    mounted on a scratch directory in /run and bound piecewise into the /sys tmpfs."""
+    mounted on a scratch directory in /run and bound piecewise into the /sys tmpfs
+    (read-only unless the API file systems are writable)."""
     where = "/sys"
+
+    def __init__(self, writable=False):
+        self.writable = writable
 
     def execute(self, root):
         with intree.at(root, self.where) as target, intree.at(root, "/run") as run:  # our tmpfses
             self.bind_dirs(target, f"{run}/.#sysfs{os.urandom(8).hex()}")
 
-    @staticmethod
-    def bind_dirs(target: str, full: str) -> None:
+    def bind_dirs(self, target: str, full: str) -> None:
         os.mkdir(full, 0o700)
         try:
-            linux.mount("sysfs", full, "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY)
+            linux.mount("sysfs", full, "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC
+                        | (0 if self.writable else MS_RDONLY))
             try:
                 for name in SYSFS_DIRS:
                     if os.path.isdir(f"{full}/{name}"):

@@ -72,7 +72,7 @@ def _prepare(plan, channels) -> None:
     with intree.at(root, "/run/host") as host:  # in our /run tmpfs
         mounts.bind_socket(channels.notify, host + "/notify")
     from . import fsplan
-    for op in fsplan.own_mounts(plan.network.private):
+    for op in fsplan.own_mounts(plan.network.private, plan.mounts.api_vfs_writable):
         op.execute(root)
     master, console_pts = setup_console(plan, root) if plan.console.mode != "pipe" else (None, None)
     if settings.volatile == "state":
@@ -98,7 +98,8 @@ def build_tree(plan, channels, root: str, custom: list) -> None:
     from . import fsplan
     label = plan.settings.selinux_apifs_context
     for op in mounts.labelled(fsplan.tree_mounts(plan.network.private, plan.userns is not None,
-                                                 channels.sysfs_fd), label):
+                                                 channels.sysfs_fd, plan.mounts.api_vfs_writable),
+                              label):
         op.execute(root)
     if plan.host.os_release:
         with intree.at(root, "/run/host", "dir") as host:  # in our /run tmpfs

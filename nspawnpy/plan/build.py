@@ -52,7 +52,9 @@ def _build(settings, cleanups: list) -> ContainerPlan:
     steps = _etc_steps(settings) + [s for s in (link_journal(
         settings, tree.root, machine.uuid),) if s]
     from ..supervisor import cgroup
-    mounts = Mounts(custom, tuple(steps), cgroup.container_mounts(tree.root), tunnel)
+    from ..config.environ import api_vfs_writable
+    mounts = Mounts(custom, tuple(steps), cgroup.container_mounts(tree.root), tunnel,
+                    api_vfs_writable())
     return ContainerPlan(settings=settings, tree=tree, machine=machine, console=console,
                          mounts=mounts, network=network, host=_host(), userns=userns,
                          kept_caps=kept_caps, seccomp=seccomp, credentials=credentials,

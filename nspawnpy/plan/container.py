@@ -40,6 +40,7 @@ class Mounts(Record):
     tree_steps: tuple = ()             # f(root): localtime, resolv.conf, journal
     cgroups: object = None             # cgroup.container_mounts(): what /sys/fs/cgroup shows
     tunnel: str | None = None          # host end of machinectl bind's propagation tunnel
+    api_vfs_writable: object = False   # $SYSTEMD_NSPAWN_API_VFS_WRITABLE: False, True, "network"
 
 
 class Network(Record):

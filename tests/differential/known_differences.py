@@ -50,16 +50,6 @@ KNOWN: list[Known] = [
     _open("overlay-missing-parent", WHOLE,
           "issue 9 #9 (refusals): nspawn 252 refuses an --overlay= destination whose parent "
           "is missing ('Creating mount point for overlay ... failed'); nspawnpy creates it"),
-    _open("suite-netns-path-private-network", WHOLE,
-          "issue 9 #9 (refusals): --network-namespace-path= with --private-network is "
-          "accepted by v252"),
-    _open("suite-boot-api-vfs-yes-U", WHOLE,
-          "issue 9 #8 (env knobs): SYSTEMD_NSPAWN_API_VFS_WRITABLE=yes with -U is refused by "
-          "v252 ('Cannot combine --private-users with read-write mounts.')"),
-    _open("suite-boot-api-vfs-network-U", WHOLE,
-          "issue 9 #8 (env knobs): SYSTEMD_NSPAWN_API_VFS_WRITABLE=network with -U and no "
-          "private network is refused by v252 ('Mounting sysfs with --private-users requires "
-          "--private-network.')"),
 
     # --- issue 9 #3: propagation and /run/host/incoming ------------------------------------
     _open("*", "mountinfo.*.propagation",
@@ -125,10 +115,6 @@ KNOWN: list[Known] = [
     # --- issue 9 #7: -a stub init ------------------------------------------------------------
     _open("as-pid2*", "self.pid1_*",
           "issue 9 #7: -a PID 1 is python3; nspawn's stub is (sd-stubinit)"),
-
-    # --- issue 9 #8: environment knobs -------------------------------------------------------
-    _open("*api-vfs*", "*",
-          "issue 9 #8: SYSTEMD_NSPAWN_API_VFS_WRITABLE ignored"),
 
     # --- unowned (DIFF): console, users, credentials, /proc/kmsg ------------------------------
     _open("as-pid2-user", "syscalls.*",
