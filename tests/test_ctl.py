@@ -564,3 +564,11 @@ def test_stop_powers_the_as_pid2_stub_off_cleanly(running):
     r = ctl("stop", name, "--timeout=20")
     assert r.returncode == 0, r.stderr
     assert proc.wait(timeout=5) == 0, proc.stderr.read()
+
+
+def test_stop_kill_does_not_wait_for_a_clean_shutdown(running):
+    proc, name = running("--kill-signal=SIGTERM", "/bin/sh", "-c", "trap '' TERM; sleep 60")
+    started = time.monotonic()
+    assert ctl("stop", name, "--kill", "--timeout=30").returncode == 0
+    assert time.monotonic() - started < 10 and proc.poll() is not None
+    assert "KILL" in proc.stderr.read()
