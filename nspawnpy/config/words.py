@@ -122,69 +122,107 @@ def extract_first_word(s, separators=None, *, unquote=True, unescape=True,
         i += 1
     if i >= n:
         return ("" if dont_coalesce else None), None
-    buf = []
-    raw = False
-    quote = None
-    while True:
-        if quote is not None:
-            j = i
-            while True:
-                if i >= n:
-                    raise ValueError("unbalanced quotes")
-                c = s[i]
-                if c == quote or (c == "\\" and not retain_escape):
-                    break
-                i += 1
-            buf.append(s[j:i])
-            if c == quote:
-                quote = None
-                i += 1
-                continue
-        else:
-            j = i
-            while i < n:
-                c = s[i]
-                if ((unquote and (c == '"' or c == "'"))
-                        or (c == "\\" and not retain_escape) or c in seps):
-                    break
-                i += 1
-            buf.append(s[j:i])
-            if i >= n:
-                break
-            if unquote and (c == '"' or c == "'"):
-                quote = c
-                i += 1
-                continue
-            if c != "\\" or retain_escape:  # a separator ends the word
-                i += 1
-                if not dont_coalesce:
-                    while i < n and s[i] in seps:
-                        i += 1
-                    if i >= n:
-                        i = -1
-                w = "".join(buf)
-                return (_rebyte(w) if raw else w), (None if i < 0 else s[i:])
-        # backslash at s[i]
-        i += 1
-        if i >= n:
-            raise ValueError("trailing backslash" if quote is None else "unbalanced quotes")
-        c = s[i]
-        if unescape or unescape_separators:
-            if unescape:
-                j, b = _cunescape_one(s, i, buf)
-                if j >= 0:
-                    raw = raw or b
-                    i = j
+    return _Word(s, i, seps, unquote, unescape, retain_escape, unescape_separators,
+                 dont_coalesce).extract()
+
+
+class _Word:
+    """One extract_first_word() scan over `s` from `i` (see there for the flags)."""
+
+    def __init__(self, s, i, seps, unquote, unescape, retain_escape, unescape_separators,
+                 dont_coalesce):
+        self.s, self.i, self.n, self.seps = s, i, len(s), seps
+        self.unquote, self.unescape, self.retain_escape = unquote, unescape, retain_escape
+        self.unescape_separators, self.dont_coalesce = unescape_separators, dont_coalesce
+        self.buf, self.raw, self.quote = [], False, None
+
+    def extract(self):
+        while True:
+            if self.quote is not None:
+                if self._quoted():
                     continue
-            if unescape_separators and c in seps:
-                buf.append(c)
+            else:
+                step = self._plain()
+                if step == "end":
+                    break
+                if step == "quote":
+                    continue
+                if step != "escape":
+                    return step
+            self._escape()
+        return self._word(), None
+
+    def _word(self) -> str:
+        w = "".join(self.buf)
+        return _rebyte(w) if self.raw else w
+
+    def _quoted(self) -> bool:
+        """Inside quotes: True once the quote closed, False at a backslash."""
+        s, i, j = self.s, self.i, self.i
+        while True:
+            if i >= self.n:
+                raise ValueError("unbalanced quotes")
+            c = s[i]
+            if c == self.quote or (c == "\\" and not self.retain_escape):
+                break
+            i += 1
+        self.buf.append(s[j:i])
+        self.i = i
+        if c == self.quote:
+            self.quote = None
+            self.i += 1
+            return True
+        return False
+
+    def _plain(self):
+        """Outside quotes: "end", "quote" (one opened), "escape" (at a backslash), or the
+        (word, rest) result at a separator."""
+        s, i, j, n, seps = self.s, self.i, self.i, self.n, self.seps
+        while i < n:
+            c = s[i]
+            if ((self.unquote and (c == '"' or c == "'"))
+                    or (c == "\\" and not self.retain_escape) or c in seps):
+                break
+            i += 1
+        self.buf.append(s[j:i])
+        self.i = i
+        if i >= n:
+            return "end"
+        if self.unquote and (c == '"' or c == "'"):
+            self.quote = c
+            self.i += 1
+            return "quote"
+        if c == "\\" and not self.retain_escape:
+            return "escape"
+        i += 1  # a separator ends the word
+        if not self.dont_coalesce:
+            while i < n and s[i] in seps:
                 i += 1
-                continue
+            if i >= n:
+                i = -1
+        return self._word(), (None if i < 0 else s[i:])
+
+    def _escape(self) -> None:
+        """The backslash at s[i] and what it escapes."""
+        s = self.s
+        self.i += 1
+        if self.i >= self.n:
+            raise ValueError("trailing backslash" if self.quote is None else "unbalanced quotes")
+        c = s[self.i]
+        if self.unescape or self.unescape_separators:
+            if self.unescape:
+                j, b = _cunescape_one(s, self.i, self.buf)
+                if j >= 0:
+                    self.raw = self.raw or b
+                    self.i = j
+                    return
+            if self.unescape_separators and c in self.seps:
+                self.buf.append(c)
+                self.i += 1
+                return
             raise ValueError(f"invalid escape sequence '\\{c}'")
-        buf.append(c)
-        i += 1
-    w = "".join(buf)
-    return (_rebyte(w) if raw else w), None
+        self.buf.append(c)
+        self.i += 1
 
 
 def split_words(s: str, separators=None, *, unquote=True, unescape=True,
