@@ -82,7 +82,9 @@ def resolve_parent(root: str, path: str, create: bool = False, mode: int = 0o755
     parent, name = os.path.split("/" + path.strip("/"))
     if name in ("", ".", ".."):
         raise OSError(22, f"Invalid path {path}")
-    return (chase(root, parent, "dir", mode) if create else resolve(root, parent, os.O_DIRECTORY)), name
+    if create:
+        return chase(root, parent, "dir", mode), name
+    return resolve(root, parent, os.O_DIRECTORY), name
 
 
 def chase(root: str, path: str, create=None, mode: int = 0o755) -> int:

@@ -376,7 +376,7 @@ def test_setenv_of_unset_variable_unsets_it(inside):
 def test_chdir_to_missing_directory_is_one_line(run_nspawnpy, busybox_root):
     r = run_nspawnpy(*BASE, "-D", busybox_root, "--chdir=/nonexistent", "/bin/true")
     assert r.returncode == 1 and r.stderr.strip().splitlines() == [
-        "Failed to change to working directory /nonexistent: No such file or directory"]
+        "Failed to change to specified working directory /nonexistent: No such file or directory"]
 
 
 def test_oom_score_adjust(inside):

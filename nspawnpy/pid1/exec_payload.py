@@ -44,7 +44,7 @@ def start(plan, console_pts) -> None:
         try:
             os.chdir(s.chdir)
         except OSError as e:
-            raise errors.UserError(f"Failed to change to working directory {s.chdir}: "
+            raise errors.UserError(f"Failed to change to specified working directory {s.chdir}: "
                                    f"{e.strerror}") from None
     def exec_payload():
         _exec_payload(plan, console_pts, user, path, argv, env)

@@ -179,7 +179,8 @@ class Mask(Op):
         try:
             fd = intree.resolve(root, self.where)
         except FileNotFoundError:
-            raise OSError(2, f"Failed to mask {self.where}: No such file or directory") from None
+            raise OSError(2, f"Failed to resolve {intree.host_path(root)}/{self.where}: "
+                          "No such file or directory") from None
         try:
             st = os.fstat(fd)
             with intree.at(root, "/run/host/inaccessible") as inaccessible:

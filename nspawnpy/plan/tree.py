@@ -91,6 +91,9 @@ def check_tree(root: str, settings) -> None:
                                  for p in ("/etc/os-release", "/usr/lib/os-release")):
         raise UserError(f"Directory {root} doesn't look like an OS root directory "
                         "(os-release file is missing). Refusing.")
+    if settings.pivot_root and intree.kind(root, settings.pivot_root[0] + "/usr") != 0o040000:
+        raise UserError(f"Directory {root} doesn't look like it has an OS tree (/usr/ directory "
+                        "is missing). Refusing.")
     if settings.boot:
         from ..pid1.exec_payload import BOOT_INITS
         if not any(intree.exists(root, p) for p in BOOT_INITS):
