@@ -12,6 +12,8 @@ resolve again to reach what was mounted.
 `root` is the tree's host path as the caller trusts it (the tree itself, or
 /proc/self/fd/N or /proc/self/cwd of it). Imports only the standard library and linux.py: the
 container's PID 1 uses it before pivot_root.
+
+Runs in: PID 1 before pivot_root, and the host side (checks in the tree before clone).
 """
 
 import os

@@ -4,6 +4,8 @@ for the machine's leader). Written by the supervisor, read by nspawnpyctl.
 
 The format is one KEY=VALUE per line (backslash escapes for backslash and newline),
 cheap to write on the launcher's hot path and easy to read with a shell.
+
+Runs in: the supervisor and the janitor (writing, removing) and nspawnpyctl (reading).
 """
 
 import os

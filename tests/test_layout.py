@@ -102,3 +102,15 @@ def test_every_start_step_comes_after_what_it_needs():
         assert callable(getattr(Supervisor, step)), step
         assert set(needs) <= produced, (step, set(needs) - produced)
         produced |= set(makes)
+
+
+def test_every_module_says_which_process_runs_it():
+    """A "Runs in:" line in each module's docstring (nspawnpyctl's modules: in ctl/'s)."""
+    silent = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name == "__init__.py" or path.parent.name == "ctl":
+            continue
+        if "Runs in:" not in (ast.get_docstring(ast.parse(path.read_text())) or ""):
+            silent.append(str(path.relative_to(REPO)))
+    assert "Runs in:" in ast.get_docstring(ast.parse((PACKAGE / "ctl" / "__init__.py").read_text()))
+    assert silent == []

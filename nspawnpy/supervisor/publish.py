@@ -1,7 +1,10 @@
-"""Runs in the supervisor: publish the running container in /run/nspawnpy/machines/NAME
-(once PID 1 has exec'd, so whoever enters it finds the final root), and remove the record
-again at exit. A killed supervisor's record is removed by the janitor, or recognised as
-stale by nspawnpyctl (its leader is gone or is another process)."""
+"""Publish the running container in /run/nspawnpy/machines/NAME (once PID 1 has exec'd, so
+whoever enters it finds the final root), and remove the record again at exit. A killed
+supervisor's record is removed by the janitor, or recognised as stale by nspawnpyctl (its
+leader is gone or is another process).
+
+Runs in: the supervisor (and the janitor, removing the record).
+"""
 
 import os
 
