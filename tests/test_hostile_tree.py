@@ -286,14 +286,18 @@ def processes_of(tree: Path) -> list[str]:
     return found
 
 
-def attempt(tool, scratch: Path, setup, options, paths):
-    """Run `tool` on a fresh hostile tree; (outcome, whether the canary changed)."""
+def attempt(tool, scratch: Path, setup, options, paths, template: bool = False):
+    """Run `tool` on a fresh hostile tree (or one made from a hostile --template);
+    (outcome, whether the canary changed)."""
     canary = scratch / "canary"
     if canary.exists():
         shutil.rmtree(canary)
     canary_contents(canary)
-    tree = rootfs.busybox_tree(scratch / tool / "bb-hostile")
-    apply(tree, canary, setup)
+    tree = scratch / tool / "bb-hostile"
+    hostile = rootfs.busybox_tree(scratch / tool / ("template" if template else "bb-hostile"))
+    apply(hostile, canary, setup)
+    if template:
+        options = (f"--template={hostile}", *options)
     before = snapshot(canary)
     try:
         r = run(tool, tree, options, paths)
@@ -315,6 +319,22 @@ def _remove_journal_links() -> None:
             link.unlink()
         elif link.is_dir():
             shutil.rmtree(link)
+
+
+def test_template_with_links_to_the_host_is_copied_as_links_as_nspawn_does(scratch):
+    setup = [("link", "/etc/resolv.conf", "/resolv.conf"), ("dotdot", "/etc/localtime", "/keep"),
+             ("link", "/hostdir"), ("dotdot", "/run", "/sub")]
+    options = ("--resolv-conf=copy-host", "--timezone=copy")
+    paths = ("/etc/resolv.conf", "/etc/localtime", "/hostdir", "/run")
+    ours, touched = attempt("ours", scratch, setup, options, paths, template=True)
+    assert not touched, "nspawnpy changed the host's canary directory"
+    copied = scratch / "ours/bb-hostile"
+    assert os.readlink(copied / "hostdir") == os.readlink(scratch / "ours/template/hostdir")
+    if systemd_nspawn() is None:
+        pytest.skip("systemd-nspawn is not installed: host checks only")
+    theirs, nspawn_touched = attempt("nspawn", scratch, setup, options, paths, template=True)
+    assert nspawn_touched, "nspawn writes /run/host through the copied /run link: STRICTER"
+    assert ours[0] == theirs[0]
 
 
 @pytest.mark.parametrize("setup, options, paths, probe", CASES)

@@ -80,12 +80,17 @@ HYBRID_SINCE = 233
 
 def guest_systemd_version(root: str) -> int:
     """The highest systemd version the tree ships (0 for none), found as nspawn finds it."""
+    from .. import intree  # the tree's own directories, not where its links lead on the host
     best = 0
     for directory in GUEST_SYSTEMD_DIRS:
         try:
-            names = os.listdir(f"{root}/{directory}")
+            fd = intree.resolve(root, directory, os.O_RDONLY | os.O_DIRECTORY)
         except OSError:
             continue
+        try:
+            names = os.listdir(fd)
+        finally:
+            os.close(fd)
         for name in names:
             best = max(best, _shared_library_version(name))
     return best
