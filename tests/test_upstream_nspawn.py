@@ -206,8 +206,6 @@ def owned_by_1000(scratch):
 @upstream_case
 @pytest.mark.parametrize("userns", [(), ("-U",)], ids=["", "U"])
 def test_bind_rootidmap_maps_the_owner_to_root(tool, root, owned_by_1000, userns):
-    if tool.name == "nspawnpy":
-        pytest.xfail("ID-mapped binds: not yet in nspawnpy")
     r = tool.ok("-D", root, *userns, f"--bind={owned_by_1000}:/mnt:rootidmap",
                 *sh("stat -c %u:%g /mnt/file; touch /mnt/other_file"))
     assert r.stdout.split() == ["0:0"]
@@ -217,8 +215,6 @@ def test_bind_rootidmap_maps_the_owner_to_root(tool, root, owned_by_1000, userns
 
 @upstream_case
 def test_bind_idmap_under_private_users(tool, root, scratch):
-    if tool.name == "nspawnpy":
-        pytest.xfail("ID-mapped binds: not yet in nspawnpy")
     src = scratch / "data"
     src.mkdir()
     (src / "file").touch()
@@ -227,6 +223,16 @@ def test_bind_idmap_under_private_users(tool, root, scratch):
     assert r.stdout.split() == ["0:0"]
     st = os.stat(src / "made")
     assert (st.st_uid, st.st_gid) == (0, 0)
+
+
+@upstream_case
+def test_bind_id_mappings_v252_refuses(tool, root, scratch):
+    src = scratch / "data"
+    src.mkdir()
+    r = tool.fails("-D", root, f"--bind={src}:/mnt:idmap", "/bin/true")   # needs -U in v252
+    assert "Failed to map ids for bind mount" in r.stderr
+    r = tool.fails("-D", root, "-U", f"--bind={src}:/mnt:owneridmap", "/bin/true")  # v254's
+    assert "owneridmap" in r.stderr
 
 
 # --- testsuite-13: the notification socket ---------------------------------------------------

@@ -28,7 +28,7 @@ def _split_colon(value: str) -> list[str]:
     return parts
 
 
-BIND_OPTIONS = ("rbind", "norbind", "idmap", "noidmap", "rootidmap", "owneridmap")
+BIND_OPTIONS = ("rbind", "norbind", "idmap", "noidmap", "rootidmap")   # v252: no owneridmap
 
 
 def bind(value: str) -> tuple:

@@ -154,19 +154,23 @@ class SelfBind(Op):
 
 
 class Attach(Op):
-    """Put a detached mount (an fd from fsmount/open_tree, made by the supervisor) at `where`."""
+    """Put a detached mount (an fd from fsmount/open_tree: the supervisor's sysfs, an
+    ID-mapped bind's clone from plan/idmap.py) at `where`, read-only if asked."""
 
-    def __init__(self, where, fd):
-        self.where, self.fd = where, fd
+    def __init__(self, where, fd, read_only=False):
+        self.where, self.fd, self.read_only = where, fd, read_only
 
     def execute(self, root):
-        target = intree.chase(root, self.where, "dir")
+        kind = "dir" if os.path.isdir(intree.fd_path(self.fd)) else "file"  # a file's on a file
+        target = intree.chase(root, self.where, kind)
         try:
             linux.move_mount(self.fd, "", to_dirfd=target,
                              flags=linux.MOVE_MOUNT_F_EMPTY_PATH | linux.MOVE_MOUNT_T_EMPTY_PATH)
         finally:
             os.close(target)
         os.close(self.fd)
+        if self.read_only:
+            intree.remount(root, self.where, MS_RDONLY)
 
 
 class Mask(Op):

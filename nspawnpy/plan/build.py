@@ -42,7 +42,7 @@ def _build(settings, cleanups: list) -> ContainerPlan:
     kept_caps = trees.kept_capabilities(settings)
     seccomp = seccomp_filters(settings, kept_caps)
     from .mounts import custom_mounts
-    custom = custom_mounts(settings, cleanups)
+    custom = custom_mounts(settings, cleanups, tree.root, userns)
     credentials = load_credentials(settings)
     network = _network(settings, machine_name)
     registration = _registration(settings, machine, tree)

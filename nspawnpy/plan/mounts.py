@@ -56,24 +56,16 @@ class Scratch:
         return f"{self.path}/{name}"
 
 
-def custom_mounts(settings, cleanups: list) -> tuple:
+def custom_mounts(settings, cleanups: list, root: str = "", userns=None) -> tuple:
     """The ops for the custom mounts, so that a mount below another one lands on top of it.
-    Host directories made for them are removed by `cleanups`."""
+    Host directories made for them are removed by `cleanups`. *root* and *userns* (the
+    tree and its UID range) are what ID-mapped binds need."""
     scratch = Scratch(cleanups)
     ops = []
     for read_only, specs in ((False, settings.bind), (True, settings.bind_ro)):
         for source, dest, options in specs:
-            if {"idmap", "rootidmap", "owneridmap"} & set(options):
-                raise UserError(f"Bind mount {dest}: ID-mapped bind mounts (idmap, rootidmap, "
-                                "owneridmap) are not supported by nspawnpy yet.")
-            in_container = source.startswith("+")
-            if source == "":
-                source = scratch.entry(f"bind{len(ops)}")
-                os.makedirs(source, exist_ok=True)
-            elif in_container:
-                source = source[1:]
-            ops.append(m.Bind(source, dest, read_only=read_only, recursive="norbind" not in options,
-                              in_container=in_container))
+            ops.append(_bind(source, dest, options, read_only, scratch, len(ops), root, userns,
+                             cleanups))
     for path, options in settings.tmpfs:
         flags, data = split_mount_options(options, MS_NODEV | MS_STRICTATIME)
         ops.append(m.Mount(path, "tmpfs", data, flags))
@@ -85,6 +77,33 @@ def custom_mounts(settings, cleanups: list) -> tuple:
         ops.append(m.Mask(path))
     ops.sort(key=lambda op: op.where)
     return tuple(ops)
+
+
+def _bind(source, dest, options, read_only, scratch, number, root, userns, cleanups):
+    in_container = source.startswith("+")
+    if source == "":
+        source = scratch.entry(f"bind{number}")
+        os.makedirs(source, exist_ok=True)
+    elif in_container:
+        source = source[1:]
+    recursive = "norbind" not in options
+    idmap = next((o for o in reversed(options) if o in ("idmap", "rootidmap", "noidmap")), None)
+    if idmap in ("idmap", "rootidmap"):
+        if in_container:
+            raise UserError(f"Bind mount {dest}: ID-mapped binds of container paths are not "
+                            "supported by nspawnpy yet.")
+        from .idmap import idmapped_clone
+        fd = idmapped_clone(source, idmap, recursive, userns, root + dest)
+        cleanups.append(lambda: _close(fd))
+        return m.Attach(dest, fd, read_only)
+    return m.Bind(source, dest, read_only=read_only, recursive=recursive, in_container=in_container)
+
+
+def _close(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
 
 
 def _work_dir(layers, read_only: bool, number: int, scratch: Scratch, cleanups) -> str | None:
