@@ -112,6 +112,7 @@ class Supervisor(Events):
         self.relay = None
         self.janitor = None
         self.janitor_renewal = None  # when to renew the janitor (Events.renew_janitor)
+        self.janitor_considered = False  # start_janitor ran (early or in its place)
         self.terminating = False
         self.notifier = None
         self.child_error = None
@@ -205,6 +206,7 @@ class Supervisor(Events):
     # interfaces from the registration.
     START = (
         ("place_in_cgroup", (), ("own_cgroup",)),
+        ("start_janitor_early", ("own_cgroup",), ()),
         ("enter_userns", (), ("userns_set",)),
         ("receive_ready", (), ("console_master", "kmsg_fifo")),
         ("make_links", (), ("links",)),
@@ -237,11 +239,14 @@ class Supervisor(Events):
         except ProcessLookupError:
             pass  # PID 1 already failed; receive_ready() says why
 
-    def make_links(self) -> None:
+    def makes_links(self) -> bool:
         network = self.plan.network.plan
-        if network is not None and (network.needs_netns or network.netns_path):
+        return network is not None and bool(network.needs_netns or network.netns_path)
+
+    def make_links(self) -> None:
+        if self.makes_links():
             from . import links
-            self.network = links.setup(network, self.pid)
+            self.network = links.setup(self.plan.network.plan, self.pid)
             self.cleanups.append(self.network.teardown)
 
     def register(self) -> None:
@@ -255,7 +260,17 @@ class Supervisor(Events):
             from . import cgroup
             cgroup.delegate_to(self.pid, self.plan.userns.base)
 
+    def start_janitor_early(self) -> None:
+        """Without links or a registration to come, what the janitor will have to undo is
+        known once the cgroups are placed: fork it now, while PID 1 builds its file system,
+        rather than on the way to the go-ahead."""
+        if not self.makes_links() and self.plan.registration is None:
+            self.start_janitor()
+
     def start_janitor(self) -> None:
+        if self.janitor_considered:
+            return
+        self.janitor_considered = True
         needs_janitor = self.cleanups or self.plan.cleanups
         from .publish import remover  # the record is written once PID 1 has exec'd (on_sync)
         self.cleanups.append(remover(self.plan.machine.name, self.pid))
