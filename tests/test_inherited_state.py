@@ -167,3 +167,31 @@ def test_a_trusted_nspawn_file_sets_nofile_and_settings_no_keeps_the_callers(bus
         assert ours.stdout.split() == expected.split(), (option, ours.stderr)
         if testhost.systemd_nspawn():
             assert run_nspawn(prefix, *args).stdout == ours.stdout, option
+
+
+def supervisor_fds_while_sleeping(root, reboots: int) -> int:
+    """How many fds the supervisor holds once the payload, after *reboots* reboots in place,
+    sleeps in its last run."""
+    import time
+    (root / "count").write_text("0\n")
+    script = (f"n=$(cat /count); if [ $n -lt {reboots} ]; then echo $((n+1)) > /count; "
+              "reboot -f; fi; touch /settled; sleep 30")
+    (root / "settled").unlink(missing_ok=True)
+    p = subprocess.Popen(nspawnpy("--console=read-only", "-D", root, "/bin/sh", "-c", script),
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        deadline = time.monotonic() + 30
+        while not (root / "settled").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        return len(os.listdir(f"/proc/{p.pid}/fd"))
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_a_reboot_in_place_leaves_the_supervisor_no_fd_of_the_previous_run(busybox_root):
+    # Each run's pty master, pidfd, sync and notify sockets end with the run.
+    assert supervisor_fds_while_sleeping(busybox_root, 4) == \
+        supervisor_fds_while_sleeping(busybox_root, 0)
