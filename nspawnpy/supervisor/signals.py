@@ -26,6 +26,8 @@ def catch() -> int:
         for sig in CAUGHT:
             _signal.signal(sig, _queued)
         _queue = read_end
+        # The installed launcher blocks them until now: what came meanwhile is queued here.
+        _signal.pthread_sigmask(_signal.SIG_UNBLOCK, CAUGHT)
     return _queue
 
 
