@@ -195,3 +195,37 @@ def test_a_reboot_in_place_leaves_the_supervisor_no_fd_of_the_previous_run(busyb
     # Each run's pty master, pidfd, sync and notify sockets end with the run.
     assert supervisor_fds_while_sleeping(busybox_root, 4) == \
         supervisor_fds_while_sleeping(busybox_root, 0)
+
+
+@pytest.mark.parametrize("extra", [["--console=read-only"], ["--console=pipe", "-n", "-U", "--keep-unit"],
+                                   ["--console=pipe", "--ephemeral", "-a"]],
+                         ids=["pty", "veth-userns-keep-unit", "ephemeral-as-pid2"])
+def test_every_fd_of_the_supervisor_and_janitor_is_close_on_exec(busybox_root, extra):
+    import time
+    O_CLOEXEC = 0o2000000
+    p = subprocess.Popen(nspawnpy(*extra, "-D", busybox_root, "/bin/sleep", "30"),
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        def settled():
+            kids = open(f"/proc/{p.pid}/task/{p.pid}/children").read().split()
+            sleeping = any(open(f"/proc/{k}/comm").read().strip() in ("sleep", "(sd-stubinit)")
+                           for k in kids)
+            return kids if sleeping else None
+        deadline = time.monotonic() + 20
+        while not settled() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        ours = [p.pid] + [int(k) for k in settled()
+                          if open(f"/proc/{k}/comm").read().strip() == "python3"]
+        inheritable = []
+        for pid in ours:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                if int(fd) > 2:
+                    flags = int(open(f"/proc/{pid}/fdinfo/{fd}").read().split("flags:")[1].split()[0], 8)
+                    if not flags & O_CLOEXEC:
+                        inheritable.append(f"{pid}:{fd} -> {os.readlink(f'/proc/{pid}/fd/{fd}')}")
+        assert len(ours) >= 1 and inheritable == []
+    finally:
+        p.kill()
+        p.wait()
