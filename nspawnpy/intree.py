@@ -165,9 +165,9 @@ def _make(parent: int, name: str, what: str, mode: int) -> None:
     try:
         if what == "dir":
             os.mkdir(name, mode, dir_fd=parent)
-        else:
+        else:  # a file mount point is 0644 where a directory would be 0755, as nspawn's
             os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                             | os.O_CLOEXEC | os.O_NOCTTY, mode, dir_fd=parent))
+                             | os.O_CLOEXEC | os.O_NOCTTY, mode & 0o666, dir_fd=parent))
     except FileExistsError:
         pass  # made meanwhile: the next resolution looks at what it is
 

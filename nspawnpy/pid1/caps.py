@@ -4,6 +4,8 @@ Runs in: PID 1 (dropping caps after pivot_root); the host side reads the names a
 bounding set.
 """
 
+import os
+
 from .. import linux
 
 NAMES = (
@@ -84,5 +86,18 @@ def apply(bounding: int, ambient: int) -> None:
     # nspawn leaves the kept set in inheritable too, so exec as root keeps it.
     linux.capset(bounding, bounding, bounding | ambient)
     for cap in range(top + 1):
+        if ambient & (1 << cap):
+            linux.prctl(linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_RAISE, cap)
+
+
+def become_user(uid: int, ambient: int) -> None:
+    """Switch to `uid` keeping exactly the `ambient` capabilities, as nspawn's user switch
+    leaves them: permitted, effective, inheritable and ambient are that set (all empty
+    without --ambient-capability), so the user's payload keeps them across exec."""
+    linux.prctl(linux.PR_SET_KEEPCAPS, 1)
+    os.setresuid(uid, uid, uid)
+    linux.prctl(linux.PR_SET_KEEPCAPS, 0)
+    linux.capset(ambient, ambient, ambient)
+    for cap in range(last_cap() + 1):
         if ambient & (1 << cap):
             linux.prctl(linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_RAISE, cap)

@@ -46,29 +46,36 @@ def start(plan, console_pts) -> None:
         except OSError as e:
             raise errors.UserError(f"Failed to change to specified working directory {s.chdir}: "
                                    f"{e.strerror}") from None
-    def exec_payload():
-        _exec_payload(plan, console_pts, user, path, argv, env)
     if s.as_pid2:
-        stubinit.run(exec_payload)
-    exec_payload()
+        # The stub takes on the payload's limits before it forks, as nspawn's: a payload
+        # that may ptrace PID 1 finds it no more privileged than itself.
+        _limit(plan, console_pts, user)
+        stubinit.run(lambda: _exec_payload(plan, console_pts, path, argv, env))
+    _limit(plan, console_pts, user)
+    _exec_payload(plan, console_pts, path, argv, env)
 
 
-def _exec_payload(plan, console_pts, user, path, argv, env) -> None:
+def _limit(plan, console_pts, user) -> None:
+    """The user, capabilities, seccomp filter and no_new_privs of the payload."""
     s = plan.settings
-    attach_stdio(console_pts)
-    keep_only_handed_on_fds(plan.host.listen_fds)
     if user and console_pts is not None:
         # The console is the user's, as with nspawn (only the container's own pty).
         try:
-            os.fchown(0, user.uid, user.gid)
+            os.chown(console_pts, user.uid, user.gid)
         except OSError:
             pass
     take_on_limits(plan.seccomp, plan.kept_caps, user, s.ambient_capability,
                    s.no_new_privileges)
     if user:
-        # The credential change cleared the parent-death signal: without it the payload
-        # would outlive a killed supervisor.
+        # The credential change cleared the parent-death signal: without it PID 1 would
+        # outlive a killed supervisor.
         linux.prctl(linux.PR_SET_PDEATHSIG, SIGKILL)
+
+
+def _exec_payload(plan, console_pts, path, argv, env) -> None:
+    s = plan.settings
+    attach_stdio(console_pts)
+    keep_only_handed_on_fds(plan.host.listen_fds)
     if s.selinux_context:  # --selinux-context=: the label the payload runs with
         with open("/proc/thread-self/attr/exec", "w") as f:
             f.write(s.selinux_context)
@@ -88,7 +95,7 @@ def take_on_limits(seccomp, bounding: int, user, ambient: int, no_new_privs: boo
         os.setgroups(user.groups)
         os.setresgid(user.gid, user.gid, user.gid)
         caps.apply(bounding, 0)
-        os.setresuid(user.uid, user.uid, user.uid)
+        caps.become_user(user.uid, ambient & bounding)
     else:
         caps.apply(bounding, ambient)
     if no_new_privs:

@@ -19,7 +19,9 @@ import os
 import re
 
 UUID_RE = re.compile(r"\b[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}\b")
-HEX16_RE = re.compile(r"[0-9a-f]{16}(?![0-9a-f])")
+# A random 64-bit suffix of a name (.#proc-kmsgXXXXXXXXXXXXXXXX, -x's machine-XXXXXXXXXXXXXXXX):
+# never a value of its own (capability and signal masks stand after blanks and are kept).
+HEX16_RE = re.compile(r"(?<=[^\s:])[0-9a-f]{16}(?![0-9a-f])")
 
 
 class Context:

@@ -32,7 +32,15 @@ echo "pid1_cmdline $(tr '\0' ' ' </proc/1/cmdline)"
 echo "pid1_exe $(readlink /proc/1/exe)"
 
 sec status
-grep -E '^(Umask|Uid|Gid|Groups|Cap[A-Za-z]+|NoNewPrivs|Seccomp|Seccomp_filters|Cpus_allowed_list|Mems_allowed_list|Speculation_Store_Bypass|SpeculationIndirectBranch):' /proc/$me/status
+grep -E '^(Umask|Uid|Gid|Groups|Cap[A-Za-z]+|NoNewPrivs|Seccomp|Seccomp_filters|Cpus_allowed_list|Mems_allowed_list|Speculation_Store_Bypass|SpeculationIndirectBranch|SigBlk|SigIgn|SigCgt|CoreDumping|THP_enabled):' /proc/$me/status
+echo "loginuid: $(cat /proc/$me/loginuid 2>&1)"
+echo "sessionid: $(cat /proc/$me/sessionid 2>&1)"
+echo "coredump_filter: $(cat /proc/$me/coredump_filter 2>&1)"
+echo "timerslack_ns: $(cat /proc/$me/timerslack_ns 2>&1)"
+echo "sched: $(head -1 /proc/$me/sched 2>&1 | sed 's/([0-9]*/(N/; s/#threads.*//')"
+echo "nice: $(awk '{print $19}' /proc/$me/stat)"
+echo "pid1_sig: $(grep -E '^Sig(Blk|Ign|Cgt)' /proc/1/status | tr -s '\t\n' '  ')"
+echo "pid1_status: $(grep -E '^(Uid|Gid|CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/1/status | tr -s '\t\n' '  ')"
 
 sec limits
 cat /proc/$me/limits
@@ -171,6 +179,7 @@ sec console
 echo "dev_console $(stat -c '%F|%t:%T|%u|%g|%a' /dev/console 2>&1)"
 echo "dev_console_link $(readlink /dev/console)"
 for n in 0 1 2; do echo "fd$n $(readlink /proc/$me/fd/$n)"; done
+echo "stty_stdin $(stty -g 2>/dev/null || echo not-a-tty)"
 if (stty -g </dev/console >/dev/null) 2>/dev/null; then
     echo "console_is_tty yes"
 else
