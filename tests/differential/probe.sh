@@ -32,7 +32,10 @@ echo "pid1_cmdline $(tr '\0' ' ' </proc/1/cmdline)"
 echo "pid1_exe $(readlink /proc/1/exe)"
 
 sec status
-grep -E '^(Umask|Uid|Gid|Groups|Cap[A-Za-z]+|NoNewPrivs|Seccomp|Seccomp_filters|Cpus_allowed_list|Mems_allowed_list|Speculation_Store_Bypass|SpeculationIndirectBranch|SigBlk|SigIgn|SigCgt|CoreDumping|THP_enabled):' /proc/$me/status
+grep -E '^(Umask|Uid|Gid|Groups|Cap[A-Za-z]+|NoNewPrivs|Seccomp|Seccomp_filters|Cpus_allowed_list|Mems_allowed_list|Speculation_Store_Bypass|SpeculationIndirectBranch|CoreDumping|THP_enabled):' /proc/$me/status
+# Signal masks as a program the payload starts inherits them (the shell's own change while it
+# forks, and its handlers are its own).
+grep -E '^(SigBlk|SigIgn):' /proc/self/status
 echo "loginuid: $(cat /proc/$me/loginuid 2>&1)"
 echo "sessionid: $(cat /proc/$me/sessionid 2>&1)"
 echo "coredump_filter: $(cat /proc/$me/coredump_filter 2>&1)"
