@@ -59,7 +59,8 @@ def own_leftovers(root: Path) -> list[str]:
     return [item for item in leftovers() if machine in item or str(root) in item]
 
 
-def stop_during_setup(root: Path, args: list[str], within: float, marker: str):
+def stop_during_setup(root: Path, args: list[str], within: float, marker: str,
+                      signum: int = signal.SIGTERM):
     """Start nspawnpy, SIGTERM it at a random moment in the first *within* seconds after it
     locked the tree (again after 3 s if the payload ignored the kill signal)."""
     p = subprocess.Popen([PYTHON, "-m", "nspawnpy", "--register=no", "-q", *args, "-D", str(root),
@@ -67,7 +68,7 @@ def stop_during_setup(root: Path, args: list[str], within: float, marker: str):
                          stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     wait_for(lambda: locked_the_tree(p.pid, root) or p.poll() is not None, step=0.001)
     time.sleep(random.uniform(0, within))
-    p.send_signal(signal.SIGTERM)
+    p.send_signal(signum)
     try:
         _, err = p.communicate(timeout=3)
     except subprocess.TimeoutExpired:  # a booted init may not handle the kill signal yet
@@ -128,6 +129,24 @@ def test_sigterm_at_any_moment_of_setup_stops_the_container_and_leaves_nothing(b
         owners = {os.lstat(os.path.join(d, name)).st_uid // 65536
                   for d, dirs, files in os.walk(busybox_root) for name in dirs + files}
         assert len(owners) == 1
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGHUP], ids=["SIGINT", "SIGHUP"])
+def test_sigint_and_sighup_during_setup_stop_the_container_as_sigterm_does(busybox_root, signum):
+    # nspawn 252 handles SIGINT so; it dies of SIGHUP and leaves the payload running (README).
+    failures = []
+    for run in range(RUNS_PER_MODE // 2):
+        marker = f"{random.randint(10**6, 10**7)}"
+        status, err = stop_during_setup(busybox_root, ["--console=pipe"], 0.3, marker, signum)
+        if status != 1 or "terminated by signal KILL" not in err:
+            failures.append(f"run {run}: status {status}: {err!r}")
+        try:
+            wait_for(lambda: not processes_running(marker), timeout=10)
+        except AssertionError:
+            failures.append(f"run {run}: payload still running")
+        if own_leftovers(busybox_root):
+            failures.append(f"run {run}: left {own_leftovers(busybox_root)}")
+    assert failures == []
 
 
 def test_sigterm_during_setup_exits_as_systemd_nspawn_does(busybox_root):
