@@ -229,3 +229,17 @@ def test_every_fd_of_the_supervisor_and_janitor_is_close_on_exec(busybox_root, e
     finally:
         p.kill()
         p.wait()
+
+
+@pytest.mark.parametrize("mode", ["pipe", "read-only"])
+def test_a_booted_init_gets_no_fd_of_the_caller_as_under_systemd_nspawn(busybox_root, mode):
+    (busybox_root / "etc/inittab").write_text(
+        "::sysinit:/bin/sh -c '(ls /proc/1/fd > /fds); true'\n::sysinit:/sbin/poweroff -f\n")
+    args = [f"--console={mode}", "-b", "-D", busybox_root]
+    r = run_from_shell(LEAKY_CALLER, nspawnpy(*args))
+    assert r.returncode == 0, r.stderr
+    assert listed_fds(busybox_root) == {0, 1, 2}
+    if testhost.systemd_nspawn():
+        (busybox_root / "fds").unlink()
+        assert run_nspawn(LEAKY_CALLER, *args).returncode == 0
+        assert listed_fds(busybox_root) == {0, 1, 2}
