@@ -243,3 +243,37 @@ def test_a_booted_init_gets_no_fd_of_the_caller_as_under_systemd_nspawn(busybox_
         (busybox_root / "fds").unlink()
         assert run_nspawn(LEAKY_CALLER, *args).returncode == 0
         assert listed_fds(busybox_root) == {0, 1, 2}
+
+
+def test_fds_sent_to_the_notify_socket_never_stay_in_the_supervisor(busybox_root):
+    # Anyone who can reach /run/host/notify (root in the container) may attach fds.
+    import array
+    import socket
+    import time
+    p = subprocess.Popen(nspawnpy("--console=pipe", "-D", busybox_root, "/bin/sleep", "30"),
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(REPO)},
+                         start_new_session=True)
+    try:
+        def sleeping_leader():
+            for kid in open(f"/proc/{p.pid}/task/{p.pid}/children").read().split():
+                if open(f"/proc/{kid}/comm").read().strip() == "sleep":
+                    return kid
+        deadline = time.monotonic() + 20
+        while not sleeping_leader() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        leader = sleeping_leader()
+        before = len(os.listdir(f"/proc/{p.pid}/fd"))
+        files = [os.open("/etc/hostname", os.O_RDONLY) for _ in range(8)]
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            for _ in range(10):
+                s.sendmsg([b"READY=1"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                          array.array("i", files))], 0,
+                          f"/proc/{leader}/root/run/host/notify")
+        for fd in files:
+            os.close(fd)
+        time.sleep(0.3)
+        assert len(os.listdir(f"/proc/{p.pid}/fd")) == before
+    finally:
+        p.kill()
+        p.wait()

@@ -172,13 +172,18 @@ class Events:
         import _socket
         while True:
             try:
-                data, ancdata, _, _ = self.notify.recvmsg(4096, _socket.CMSG_SPACE(12))
+                # Room for the credentials only: fds a guest sends along are not installed
+                # (and if ever they were, they are close-on-exec and closed below).
+                data, ancdata, _, _ = self.notify.recvmsg(4096, _socket.CMSG_SPACE(12),
+                                                          protocol.MSG_CMSG_CLOEXEC)
             except (BlockingIOError, InterruptedError):
                 return
             sender = None
             for level, kind, cdata in ancdata:
                 if level == _socket.SOL_SOCKET and kind == _socket.SCM_CREDENTIALS:
                     sender = int.from_bytes(cdata[0:4], sys.byteorder)
+            for fd in protocol.received_fds(ancdata):
+                os.close(fd)
             if sender != self.pid or self.notifier is None:
                 continue
             self.notifier.message(data.decode(errors="replace"))
