@@ -54,18 +54,32 @@ class Tool:
 
     def run(self, *args, env: dict | None = None, timeout: float = 60, base=BASE,
             input: str | None = None) -> subprocess.CompletedProcess:
-        args = [*base, *map(str, args)]
-        kw = dict(text=True, capture_output=True, timeout=timeout, input=input,
-                  stdin=None if input is not None else subprocess.DEVNULL)
-        if self.name == "nspawnpy":
-            return subprocess.run([PYTHON, "-m", "nspawnpy", *args], cwd=REPO,
-                                  env={**_nspawnpy_env(), **(env or {})}, **kw)
+        """Run from a scratch cgroup (--keep-unit makes payload/ and supervisor/ beside the
+        caller: concurrent runs from one cgroup would share them)."""
         with testhost.ScratchCgroup("up") as cg:
+            argv, env = self.command(*args, env=env, base=base)
             try:
-                return subprocess.run([testhost.systemd_nspawn(), *args], preexec_fn=cg.enter,
-                                      env={**os.environ, **(env or {})}, **kw)
+                return subprocess.run(argv, preexec_fn=cg.enter, env=env, text=True,
+                                      capture_output=True, timeout=timeout, input=input,
+                                      stdin=None if input is not None else subprocess.DEVNULL,
+                                      cwd=REPO)
             finally:
-                testhost.clean_nspawn_runtime(testhost.nspawn_machine_name(args))
+                self.after(cg, argv)
+
+    def command(self, *args, env: dict | None, base=BASE) -> tuple[list, dict]:
+        args = [*base, *map(str, args)]
+        if self.name == "nspawnpy":
+            return [PYTHON, "-m", "nspawnpy", *args], {**_nspawnpy_env(), **(env or {})}
+        return [testhost.systemd_nspawn(), *args], {**os.environ, **(env or {})}
+
+    def after(self, cg: testhost.ScratchCgroup, argv: list) -> None:
+        """nspawnpy leaves no cgroup behind; systemd-nspawn's leftovers are cleaned up."""
+        if self.name == "nspawnpy":
+            left = [str(d / c) for d in cg.dirs if d.exists() for c in os.listdir(d)
+                    if (d / c).is_dir()]
+            assert not left, f"cgroups left behind: {left}"
+        else:
+            testhost.clean_nspawn_runtime(testhost.nspawn_machine_name(argv[1:]))
 
     def ok(self, *args, **kw) -> subprocess.CompletedProcess:
         """Run; upstream expects success."""
@@ -274,14 +288,19 @@ def messages_until_exit(proc: subprocess.Popen, sock: socket.socket, timeout: fl
     return got
 
 
-def popen(tool: Tool, *args, env: dict):
-    if tool.name == "nspawnpy":
-        return subprocess.Popen([PYTHON, "-m", "nspawnpy", *BASE, *map(str, args)], cwd=REPO,
-                                env={**_nspawnpy_env(), **env}, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    return subprocess.Popen([testhost.systemd_nspawn(), *BASE, *map(str, args)],
-                            env={**os.environ, **env}, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+@contextlib.contextmanager
+def started(tool: Tool, *args, env: dict):
+    """The tool running in the background (from a scratch cgroup, see Tool.run)."""
+    with testhost.ScratchCgroup("up") as cg:
+        argv, env = tool.command(*args, env=env)
+        proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, preexec_fn=cg.enter, cwd=REPO)
+        try:
+            yield proc
+        finally:
+            proc.kill()
+            proc.wait()
+            tool.after(cg, argv)
 
 
 @upstream_case
@@ -289,10 +308,10 @@ def test_notify_ready_no_reports_ready_at_once(tool, root, scratch):
     # upstream's machinectl-bind case runs nspawn in a Type=notify service with
     # --notify-ready=no: the service is ready while the payload still runs
     with notify_socket(scratch) as (path, sock):
-        proc = popen(tool, "-D", root, "--notify-ready=no", *sh("sleep 1.5"),
-                     env={"NOTIFY_SOCKET": path})
-        got = messages_until_exit(proc, sock, 20)
-        assert proc.wait(10) == 0, proc.stderr.read()
+        with started(tool, "-D", root, "--notify-ready=no", *sh("sleep 1.5"),
+                     env={"NOTIFY_SOCKET": path}) as proc:
+            got = messages_until_exit(proc, sock, 20)
+            assert proc.wait(10) == 0, proc.stderr.read()
     ready = [t for t, msg in got if "READY=1" in msg.split("\n")]
     assert ready and ready[0] < 1.2, got
 
@@ -302,10 +321,10 @@ def test_notify_ready_yes_waits_for_the_payloads_ready(tool, root, scratch):
     send = ("import socket, time; time.sleep(1); s = socket.socket(socket.AF_UNIX, "
             "socket.SOCK_DGRAM); s.sendto(b'READY=1', '/run/host/notify'); time.sleep(1)")
     with notify_socket(scratch) as (path, sock):
-        proc = popen(tool, "-D", root, "--notify-ready=yes", *HOST_PYTHON, "/usr/bin/python3",
-                     "-c", send, env={"NOTIFY_SOCKET": path})
-        got = messages_until_exit(proc, sock, 20)
-        assert proc.wait(10) == 0, proc.stderr.read()
+        with started(tool, "-D", root, "--notify-ready=yes", *HOST_PYTHON, "/usr/bin/python3",
+                     "-c", send, env={"NOTIFY_SOCKET": path}) as proc:
+            got = messages_until_exit(proc, sock, 20)
+            assert proc.wait(10) == 0, proc.stderr.read()
     ready = [t for t, msg in got if "READY=1" in msg.split("\n")]
     assert ready and 0.9 < ready[0] < 1.9, got
 
@@ -407,6 +426,57 @@ def test_boot_matrix(tool, root, unified, cgns, api_vfs):
     # --network-namespace-path= goes with --private-network (and nothing else, below)
     tool.ok("-D", root, "-b", "--private-network", "--network-namespace-path=/proc/self/ns/net",
             env=env)
+
+
+PROBE_UNIT = """\
+[Unit]
+Description=Report how far the boot got, then power off
+After=multi-user.target
+
+[Service]
+Type=oneshot
+ExecStart=/bin/sh -c 'echo "$(systemctl is-active multi-user.target) failed:$(systemctl list-units --failed --plain --no-legend | cut -d" " -f1 | sort | tr "\\n" " ")" >/upstream-probe; systemctl --no-block poweroff'
+
+[Install]
+WantedBy=multi-user.target
+"""
+# (a subset, for time: each Debian boot takes about a second per tool and run)
+DEBIAN_MATRIX = [("no", "yes"), ("no", "no"), ("no", "network"), ("yes", "no")]
+
+
+def with_probe_unit(tree: Path) -> Path:
+    units = tree / "etc/systemd/system"
+    (units / "upstream-probe.service").write_text(PROBE_UNIT)
+    (units / "multi-user.target.wants").mkdir(exist_ok=True)
+    os.symlink("../upstream-probe.service", units / "multi-user.target.wants/upstream-probe.service")
+    return tree
+
+
+def boot_report(tool: Tool, tree: Path, *options, env: dict) -> str | None:
+    """Boot *tree* with *options*: the probe's report, or None if the run was refused."""
+    (tree / "upstream-probe").unlink(missing_ok=True)
+    r = tool.run("-D", tree, *options, "-b", env=env, timeout=90)
+    same_outcome(tool, " ".join(options), r)
+    if r.returncode != 0:
+        return None
+    report = (tree / "upstream-probe").read_text().strip()
+    same_as_nspawn(tool, "report " + " ".join(options), report)
+    return report
+
+
+@upstream_case
+@pytest.mark.parametrize("unified,api_vfs", DEBIAN_MATRIX,
+                         ids=[f"unified-{u}-api-vfs-writable-{a}" for u, a in DEBIAN_MATRIX])
+def test_debian_boot_reaches_multi_user(tool, debian_root, unified, api_vfs):
+    # the run matrix again, with a real systemd as PID 1 instead of upstream's dummy init
+    tree = with_probe_unit(debian_root)
+    env = {"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": unified, "SYSTEMD_NSPAWN_API_VFS_WRITABLE": api_vfs}
+    for options in ((), ("--private-network",), ("-U",), ("--private-network", "-U")):
+        report = boot_report(tool, tree, *options, env=env)
+        refused = (api_vfs == "network" and options == ("-U",)) or \
+            (api_vfs == "yes" and "-U" in options)
+        assert (report is None) == refused, options
+        assert report is None or report.startswith("active "), (options, report)
 
 
 @pytest.fixture
