@@ -93,9 +93,10 @@ def _delete_links_in(netns_fd, links) -> None:
 
 
 def _err(e) -> str:
-    code = getattr(e, "code", None)
-    if isinstance(code, int) and code > 0:
-        return os.strerror(code)
+    """The errno text of a netlink error (pyroute2 puts it in .code), else the message."""
+    from pyroute2.netlink.exceptions import NetlinkError
+    if isinstance(e, NetlinkError) and isinstance(e.code, int) and e.code > 0:
+        return os.strerror(e.code)
     return str(e)
 
 
