@@ -86,6 +86,19 @@ G, IMG, EXE, ID, PROP, UNS, NET, SEC, RES, INT, MNT, IO, CRED = (
     "Networking", "Security", "Resources", "Integration", "Mounts", "Input/Output", "Credentials")
 
 O = Option
+
+
+def _mount(dest: str, key: str, parse, metavar: str, help: str) -> Option:
+    """A mount option: --DEST (dashes for underscores) and [Files] KEY, a trusted list."""
+    return O(dest, dest.replace("_", "-"), key=f"Files/{key}", parse=parse, kind="list",
+             default=[], trusted=True, group="mounts", metavar=metavar, topic=MNT, help=help)
+
+
+def _mount_pair(dest: str, key: str, parse, metavar: str, noun: str, help: str) -> list:
+    """--X and --X-ro ([Files] KEY and KEYReadOnly): the same spec, writable and read-only."""
+    return [_mount(dest, key, parse, metavar, help),
+            _mount(f"{dest}_ro", f"{key}ReadOnly", parse, metavar,
+                   f"Similar, but creates a read-only {noun} mount")]
 OPTIONS = [
     # General
     O("help", "help", "h", kind="flag", topic=G, help="Show this help"),
@@ -236,24 +249,14 @@ OPTIONS = [
     O("link_journal", short="j", kind="flag", const="try-guest", topic=INT,
       help="Equivalent to --link-journal=try-guest"),
     # Mounts
-    O("bind", "bind", key="Files/Bind", parse=m.bind, kind="list", default=[], trusted=True,
-      group="mounts", metavar="PATH[:PATH[:OPTIONS]]",
-      topic=MNT, help="Bind mount a file or directory from the host into the container"),
-    O("bind_ro", "bind-ro", key="Files/BindReadOnly", parse=m.bind, kind="list", default=[],
-      trusted=True, group="mounts", metavar="PATH[:PATH[:OPTIONS]]", topic=MNT,
-      help="Similar, but creates a read-only bind mount"),
-    O("inaccessible", "inaccessible", key="Files/Inaccessible", parse=p.absolute_path, kind="list",
-      default=[], trusted=True, group="mounts", metavar="PATH", topic=MNT,
-      help="Over-mount file node with inaccessible node to mask it"),
-    O("tmpfs", "tmpfs", key="Files/TemporaryFileSystem", parse=m.tmpfs, kind="list", default=[],
-      trusted=True, group="mounts", metavar="PATH:[OPTIONS]", topic=MNT,
-      help="Mount an empty tmpfs to the specified directory"),
-    O("overlay", "overlay", key="Files/Overlay", parse=m.overlay, kind="list", default=[],
-      trusted=True, group="mounts", metavar="PATH[:PATH...]:PATH", topic=MNT,
-      help="Create an overlay mount from the host to the container"),
-    O("overlay_ro", "overlay-ro", key="Files/OverlayReadOnly", parse=m.overlay, kind="list",
-      default=[], trusted=True, group="mounts", metavar="PATH[:PATH...]:PATH", topic=MNT,
-      help="Similar, but creates a read-only overlay mount"),
+    *_mount_pair("bind", "Bind", m.bind, "PATH[:PATH[:OPTIONS]]", "bind",
+                 "Bind mount a file or directory from the host into the container"),
+    _mount("inaccessible", "Inaccessible", p.absolute_path, "PATH",
+           "Over-mount file node with inaccessible node to mask it"),
+    _mount("tmpfs", "TemporaryFileSystem", m.tmpfs, "PATH:[OPTIONS]",
+           "Mount an empty tmpfs to the specified directory"),
+    *_mount_pair("overlay", "Overlay", m.overlay, "PATH[:PATH...]:PATH", "overlay",
+                 "Create an overlay mount from the host to the container"),
     O("bind_user", "bind-user", key="Files/BindUser", parse=p.bind_user, kind="list", default=[],
       trusted=True, metavar="NAME", topic=MNT, help="Bind user from host to container"),
     # Input/Output
