@@ -83,34 +83,37 @@ def _open_etc(root: str):
 
 
 class EtcStep:
-    """A step PID 1 runs on the unpivoted tree: action(root, etc_fd, etc_host_path) on the
-    tree's /etc (resolved in the tree, skipped after a warning if it does not resolve)."""
+    """A step PID 1 runs on the unpivoted tree: action(root, etc_fd, etc_host_path, name,
+    *args) on the tree's /etc (resolved in the tree, skipped after a warning if it does
+    not resolve). Plain data: the file, a module-level action and its arguments."""
 
-    def __init__(self, name: str, action):
-        self.name, self.action = name, action
+    def __init__(self, name: str, action, *args):
+        self.name, self.action, self.args = name, action, args
 
     def __repr__(self) -> str:
-        return f"EtcStep(/etc/{self.name}: {self.action.__name__})"
+        return f"EtcStep(/etc/{self.name}: {self.action.__name__.lstrip('_')})"
 
     def __call__(self, root: str) -> None:
         found = _open_etc(root)
         if found is None:
             return
         try:
-            self.action(root, *found)
+            self.action(root, *found, self.name, *self.args)
         finally:
             os.close(found[0])
 
 
-def _delete(name: str):
-    def delete(root, etc, shown) -> None:
-        try:
-            os.unlink(name, dir_fd=etc)
-        except FileNotFoundError:
-            pass
-        except OSError as e:  # a --read-only tree: nspawn says so and goes on
-            _warn(f"Failed to remove '{shown}/{name}', ignoring: {os.strerror(e.errno)}")
-    return EtcStep(name, delete)
+def _delete(name: str) -> EtcStep:
+    return EtcStep(name, _remove)
+
+
+def _remove(root: str, etc: int, shown: str, name: str) -> None:
+    try:
+        os.unlink(name, dir_fd=etc)
+    except FileNotFoundError:
+        pass
+    except OSError as e:  # a --read-only tree: nspawn says so and goes on
+        _warn(f"Failed to remove '{shown}/{name}', ignoring: {os.strerror(e.errno)}")
 
 
 def _read_source(source: str):
@@ -119,24 +122,27 @@ def _read_source(source: str):
         return f.read(), (st.st_atime_ns, st.st_mtime_ns)  # a copy keeps the host file's times
 
 
-def _install(name: str, source: str, how: str, shown_source: str):
+def _install(name: str, source: str, how: str, shown_source: str) -> EtcStep:
     """copy: write into the file in place (not through a link); replace: a new file
     renamed over whatever is there; bind: a read-only bind onto the file, falling back to
-    a copy when it fails. A zone file is always replaced, as nspawn copies it atomically."""
+    a copy when it fails. A zone file is always replaced, as nspawn copies it atomically.
+    The host file is read now (on the host side), except for a bind."""
     content = None if how == "bind" else _read_source(source)
-    write = _replace if how == "replace" or name == "localtime" else _copy
+    return EtcStep(name, _put, source, how, shown_source, content)
 
-    def install(root, etc, shown) -> None:
-        if how == "bind" and _bind(root, f"/etc/{name}", shown_source, source):
-            return
-        data, times = content or _read_source(source)
-        try:
-            write(etc, name, data, times)
-        except OSError as e:
-            if e.errno not in _QUIET:
-                _warn(f"Failed to copy {shown_source} to {shown}/{name}, ignoring: "
-                      f"{os.strerror(e.errno)}")
-    return EtcStep(name, install)
+
+def _put(root: str, etc: int, shown: str, name: str, source: str, how: str, shown_source: str,
+         content) -> None:
+    if how == "bind" and _bind(root, f"/etc/{name}", shown_source, source):
+        return
+    data, times = content or _read_source(source)
+    write = _replace if how == "replace" or name == "localtime" else _copy
+    try:
+        write(etc, name, data, times)
+    except OSError as e:
+        if e.errno not in _QUIET:
+            _warn(f"Failed to copy {shown_source} to {shown}/{name}, ignoring: "
+                  f"{os.strerror(e.errno)}")
 
 
 def _copy(etc: int, name: str, data: bytes, times) -> None:
@@ -190,34 +196,35 @@ def _bind(root: str, where: str, shown_source: str, source: str) -> bool:
     return True
 
 
-def _symlink_zone(zone: str, fallback: str):
+def _symlink_zone(zone: str, fallback: str) -> EtcStep:
     """Point /etc/localtime at the tree's own copy of the host's zone. A link that already
     names it (as "../usr/share/zoneinfo/Z", or nspawn's other accepted spelling, the absolute
     "/usr/share/zoneinfo/Z") is left as it is; without the zone in the tree the host's file
     is bound in (or copied) instead."""
-    link = f"../usr/share/zoneinfo/{zone}"
+    return EtcStep("localtime", _link_zone, zone, fallback)
 
-    def symlink(root, etc, shown) -> None:
-        try:
-            if os.readlink("localtime", dir_fd=etc) in (link, f"/usr/share/zoneinfo/{zone}"):
-                return
-        except OSError:
-            pass
-        if not intree.exists(root, f"/usr/share/zoneinfo/{zone}"):
-            _install("localtime", fallback, "bind", "/etc/localtime")(root)
+
+def _link_zone(root: str, etc: int, shown: str, name: str, zone: str, fallback: str) -> None:
+    link = f"../usr/share/zoneinfo/{zone}"
+    try:
+        if os.readlink(name, dir_fd=etc) in (link, f"/usr/share/zoneinfo/{zone}"):
             return
-        try:
-            os.unlink("localtime", dir_fd=etc)
-        except FileNotFoundError:
-            pass
-        except OSError as e:
-            if e.errno not in _QUIET:
-                _warn(f"Failed to remove existing timezone info {shown}/localtime in container, "
-                      f"ignoring: {os.strerror(e.errno)}")
-            return
-        try:
-            os.symlink(link, "localtime", dir_fd=etc)
-        except OSError as e:
-            if e.errno not in _QUIET:
-                _warn(f"Failed to correct timezone of container, ignoring: {os.strerror(e.errno)}")
-    return EtcStep("localtime", symlink)
+    except OSError:
+        pass
+    if not intree.exists(root, f"/usr/share/zoneinfo/{zone}"):
+        _install(name, fallback, "bind", "/etc/localtime")(root)
+        return
+    try:
+        os.unlink(name, dir_fd=etc)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        if e.errno not in _QUIET:
+            _warn(f"Failed to remove existing timezone info {shown}/localtime in container, "
+                  f"ignoring: {os.strerror(e.errno)}")
+        return
+    try:
+        os.symlink(link, name, dir_fd=etc)
+    except OSError as e:
+        if e.errno not in _QUIET:
+            _warn(f"Failed to correct timezone of container, ignoring: {os.strerror(e.errno)}")
