@@ -865,3 +865,24 @@ def test_port_specifications(tool, root):
     for bad in ("--port=", "--port=-1", "--port=:", "--port=icmp:80:8080", "--port=tcp::8080",
                 "--port=8080:"):
         tool.fails("-D", root, "--network-veth", bad, "/bin/true")
+
+
+# --- found while porting: runs of the cases from one cgroup ----------------------------------
+
+def test_concurrent_keep_unit_runs_from_one_cgroup_all_succeed(scratch):
+    """--keep-unit puts the payload in payload/ and itself in supervisor/ beside the caller,
+    directories concurrent runs from one cgroup share (seen: one run's teardown removed them
+    while another attached, 'No such device')."""
+    trees = [dummy_container(scratch / f"up-{secrets.token_hex(4)}") for _ in range(6)]
+    tool = Tool("nspawnpy", "concurrent")
+    with testhost.ScratchCgroup("up") as cg:
+        for _round in range(3):
+            procs = []
+            for tree in trees:
+                argv, env = tool.command("-D", tree, "/bin/true", env=None)
+                procs.append(subprocess.Popen(argv, env=env, cwd=REPO, preexec_fn=cg.enter,
+                                              stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                              text=True))
+            errors = [p.stderr.read() for p in procs if p.wait(60) != 0]
+            assert not errors, errors
+        tool.after(cg, [])

@@ -11,6 +11,7 @@ Runs in: the supervisor (and the janitor for the clean-up); PID 1 mounts what
 container_mounts() says.
 """
 
+import errno
 import os
 
 ROOT = "/sys/fs/cgroup"
@@ -139,6 +140,19 @@ def _attach(directory: str, pid: int) -> None:
         f.write(str(pid))
 
 
+def _attach_made(directory: str, pid: int) -> None:
+    """mkdir -p and attach; the directory may be shared with concurrent --keep-unit runs
+    from the same cgroup (nspawn's payload/ and supervisor/), whose teardown can remove it
+    between the two steps: then make it again."""
+    for attempt in range(10):
+        os.makedirs(directory, exist_ok=True)
+        try:
+            return _attach(directory, pid)
+        except OSError as e:
+            if e.errno not in (errno.ENOENT, errno.ENODEV) or attempt == 9:
+                raise
+
+
 def remove_tree(directory: str) -> None:
     """rmdir a cgroup and everything below it, deepest first."""
     for top, subdirs, _ in os.walk(directory, topdown=False):
@@ -166,18 +180,17 @@ class Placement:
             if self.keep_unit:
                 payload = f"{own}/payload"
                 supervisor = f"{own}/supervisor"
-                for d in (payload, supervisor):
-                    os.makedirs(d, exist_ok=True)
-                    self.created.append(d)
-                _attach(supervisor, os.getpid())
+                self.created += [payload, supervisor]
+                _attach_made(supervisor, os.getpid())
                 self.supervisor_moved.append((own, supervisor))
+                _attach_made(payload, pid)
             else:
                 payload = f"{own}/nspawnpy-{self.machine}"
                 if os.path.isdir(payload):
                     remove_tree(payload)  # left behind by a killed run
                 os.mkdir(payload)
                 self.created.append(payload)
-            _attach(payload, pid)
+                _attach(payload, pid)
 
     def teardown(self) -> None:
         for own, _ in self.supervisor_moved:
