@@ -110,10 +110,15 @@ def keep_only_handed_on_fds(listen_fds: int) -> None:
 
 
 def attach_stdio(console_pts) -> None:
-    """Console modes: the pty slave is stdio and controlling tty; pipe keeps ours."""
+    """Console modes: the pty slave is stdio and controlling tty; pipe keeps our stdio but
+    not our session, as nspawn: a caller's terminal is never the payload's controlling tty
+    (whose input it could otherwise fake with TIOCSTI, or get its signals)."""
+    try:
+        os.setsid()
+    except OSError:
+        pass  # already a session leader (the -a stub's payload is, by now)
     if console_pts is None:
         return
-    os.setsid()
     fd = os.open(console_pts, os.O_RDWR)
     fcntl.ioctl(fd, TIOCSCTTY, 0)
     for target in (0, 1, 2):

@@ -34,6 +34,8 @@ class Context:
         self.machine = machine
         self.given_ids = tuple(i.replace("-", "").lower() for i in given_ids)
         self.host_ns = host_namespaces()
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            self.host_boot_id = f.read().strip()
 
     def text(self, s: str) -> str:
         """Normalise one value."""
@@ -89,6 +91,14 @@ def _parse_words(lines, ctx):
     """KEY VALUE... lines."""
     for line in lines:
         key, _, value = line.partition(" ")
+        yield key, value
+
+
+def _parse_self(lines, ctx):
+    for key, value in _parse_words(lines, ctx):
+        if key == "boot_id":  # random per boot and per container: only whose it is counts
+            value = "host's" if value == ctx.host_boot_id else \
+                "own" if UUID_RE.fullmatch(value) else value
         yield key, value
 
 
@@ -164,6 +174,8 @@ def _parse_net(lines, ctx):
 
 
 PARSERS = {
+    "self": _parse_self,
+    "setpriv": lambda lines, ctx: _parse_status(lines, ctx),
     "status": _parse_status,
     "limits": _parse_limits,
     "environ": _parse_environ,

@@ -97,6 +97,8 @@ KNOWN: list[Known] = [
           "nspawn's belong to the container's root"),
     _open(USERNS, "status.Cap*",
           "issue 9 #5: under -U nspawn's capability sets lack CAP_NET_BIND_SERVICE"),
+    _open(USERNS, "setpriv.*",
+          "issue 9 #5: under -U nspawn's capability sets lack CAP_NET_BIND_SERVICE"),
     _open(USERNS, "status.pid1_status",
           "issue 9 #5: under -U nspawn's capability sets lack CAP_NET_BIND_SERVICE"),
     _open(USERNS, "mountinfo./dev/*",
@@ -117,6 +119,9 @@ KNOWN: list[Known] = [
           "empty mount point file it made"),
 
     # --- issue 9 #7: -a stub init ------------------------------------------------------------
+    _open("env-share-ns-*", "*",
+          "issue 9 #8: SYSTEMD_NSPAWN_SHARE_NS_IPC/_PID ignored (nspawn 252 shares the host's "
+          "IPC/PID namespace)"),
     _open("as-pid2*", "status.pid1_sig",
           "issue 9 #7: -a stub's signals: nspawn's blocks all of them (SigBlk), ours catches "
           "and ignores some (SigIgn/SigCgt)"),

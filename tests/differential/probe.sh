@@ -30,6 +30,16 @@ done
 echo "pid1_comm $(cat /proc/1/comm)"
 echo "pid1_cmdline $(tr '\0' ' ' </proc/1/cmdline)"
 echo "pid1_exe $(readlink /proc/1/exe)"
+echo "pid1_environ $(tr '\0' '\n' </proc/1/environ | sort | tr '\n' ' ')"
+echo "ionice $(ionice -p $me 2>&1)"
+# session, process group and controlling tty (a pty's minor differs per run: major only)
+awk -v me=$me '{ sub(/.*\) /, ""); print "stat_pgrp_is_self", ($3 == me ? "yes" : "no");
+    print "stat_session_is_self", ($4 == me ? "yes" : "no");
+    print "stat_ctty_major", int($5 / 256); print "stat_foreground", ($6 == $3 ? "yes" : "no") }' /proc/$me/stat
+echo "boot_id $(cat /proc/sys/kernel/random/boot_id)"
+
+sec setpriv
+setpriv -d 2>&1
 
 sec status
 grep -E '^(Umask|Uid|Gid|Groups|Cap[A-Za-z]+|NoNewPrivs|Seccomp|Seccomp_filters|Cpus_allowed_list|Mems_allowed_list|Speculation_Store_Bypass|SpeculationIndirectBranch|CoreDumping|THP_enabled):' /proc/$me/status

@@ -36,6 +36,11 @@ def _sources(world: World) -> None:
     (world.scratch / "file.txt").write_text("a bound file\n")
 
 
+def _tree_as_template(world: World) -> None:
+    """The tree moves to scratch/template: -D names a directory --template= makes."""
+    world.tree.rename(world.scratch / "template")
+
+
 def _merged_usr(world: World) -> None:
     """Make the busybox tree merged-/usr (/bin -> usr/bin), as --volatile=yes expects."""
     for d in ("bin", "sbin"):
@@ -265,6 +270,7 @@ MOUNTS = [
     _s("volatile-state", "--volatile=state"),
     _s("volatile-overlay", "--volatile=overlay"),
     _s("ephemeral", "-x"),
+    _s("template", "--template={scratch}/template", setup=_tree_as_template),
 ]
 
 RESOLV_MODES = ["off", "delete", "copy-host", "copy-static", "copy-uplink", "copy-stub",
@@ -362,6 +368,10 @@ KNOBS = [
     _s("env-no-cgns", env={"SYSTEMD_NSPAWN_USE_CGNS": "0"}),
     _s("env-no-tmpfs-tmp", env={"SYSTEMD_NSPAWN_TMPFS_TMP": "0"}),
     _s("env-container-service", env={"SYSTEMD_NSPAWN_CONTAINER_SERVICE": "probe-manager"}),
+    # (not SHARE_NS_UTS: a tool that shares the host's UTS namespace by mistake and still sets
+    # the machine's hostname would rename the machine everything else runs on)
+    _s("env-share-ns-ipc", env={"SYSTEMD_NSPAWN_SHARE_NS_IPC": "1"}),
+    _s("env-share-ns-pid", env={"SYSTEMD_NSPAWN_SHARE_NS_PID": "1"}),
 ]
 
 # Cases of systemd's own nspawn test suite (v252 era), as facts compared with nspawn here.
