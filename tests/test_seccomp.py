@@ -26,7 +26,6 @@ if str(REPO) not in sys.path:
 
 from nspawnpy.pid1 import seccomp_load  # noqa: E402
 from nspawnpy.seccomp import cache, policy as seccomp  # noqa: E402
-from nspawnpy.errors import UserError  # noqa: E402
 from conftest import NSPAWN_DEFAULT_CAPS  # noqa: E402
 from testhost import ScratchCgroup  # noqa: E402
 
@@ -210,17 +209,6 @@ def test_unknown_group_warning_is_per_architecture():
     lines = seccomp.plan_warnings(["@nope"], [])
     assert lines[0].startswith("Failed to add rule for system call @nope on ")
     assert len(lines) == len(seccomp.LOCAL_ARCHS.get(os.uname().machine, ("native",)))
-
-
-def test_validate_names_accepts_calls_and_groups():
-    seccomp.validate_names(["@keyring", "bpf", "mmap2", "@known"])
-
-
-@pytest.mark.parametrize("name", ["@nope", "frobnicate"])
-def test_validate_names_rejects_unknown_names(name):
-    with pytest.raises(UserError) as e:
-        seccomp.validate_names(["read", name])
-    assert str(e.value) == f"Failed to parse system call filter: unknown system call '{name}'"
 
 
 # -- the filter in a real process --

@@ -42,7 +42,7 @@ from .libseccomp import _NR_SCMP_ERROR, _SCMP_ACT_ALLOW, Program
 
 __all__ = [
     "GROUPS", "DESCRIPTIONS", "NSPAWN_ALLOW_LIST", "LOCAL_ARCHS",
-    "expand", "plan", "validate_names", "compile_filters",
+    "expand", "plan", "compile_filters",
 ]
 
 
@@ -170,27 +170,6 @@ def plan(caps: Iterable[int], allow: Iterable[str] = (), deny: Iterable[str] = (
             continue
         _expand(name, exclude, extra)
     return list(base), [n for n in extra if n not in base], unknown
-
-
-def validate_names(names: Iterable[str]) -> None:
-    """Raise UserError for a SystemCallFilter= entry that is no known call or group.
-
-    nspawn 252 itself only warns about unknown groups (and silently ignores
-    unknown calls) when it builds the filter; this is for rejecting them early.
-    """
-    known = None
-    for name in names:
-        if name.startswith("@"):
-            if name in GROUPS:
-                continue
-        else:
-            if known is None:
-                known = set(expand("@known"))
-            if name in known or libseccomp.lib().resolve(name) != _NR_SCMP_ERROR:
-                continue
-        raise UserError(f"Failed to parse system call filter: unknown system call '{name}'")
-
-
 
 
 def plan_warnings(allow: Iterable[str], deny: Iterable[str]) -> list[str]:
