@@ -277,3 +277,28 @@ def test_fds_sent_to_the_notify_socket_never_stay_in_the_supervisor(busybox_root
     finally:
         p.kill()
         p.wait()
+
+
+def test_the_janitor_holds_no_console_or_loop_fd_also_after_its_renewal(busybox_root):
+    # A copy of the console's pty in the janitor kept the console from reporting EOF, and
+    # the supervisor's last drain waited a second (a WatchdogSec=1s unit was killed).
+    import time
+    p = subprocess.Popen(nspawnpy("--console=read-only", "--keep-unit", "-D", busybox_root,
+                                  "/bin/sleep", "30"),
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(REPO)},
+                         preexec_fn=(cg := testhost.ScratchCgroup("janitor")).enter)
+    try:
+        time.sleep(2.5)  # past the janitor's renewal, a second after the go-ahead
+        kids = open(f"/proc/{p.pid}/task/{p.pid}/children").read().split()
+        janitors = [k for k in kids if open(f"/proc/{k}/comm").read().strip() == "python3"]
+        assert len(janitors) == 1
+        held = [os.readlink(f"/proc/{janitors[0]}/fd/{fd}")
+                for fd in os.listdir(f"/proc/{janitors[0]}/fd")]
+        supervisor = [os.readlink(f"/proc/{p.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{p.pid}/fd")]
+        loop_only = [t for t in supervisor if t.startswith(("/dev/pts/", "socket:"))]
+        assert loop_only and not set(loop_only) & set(held)
+    finally:
+        p.kill()
+        p.wait()
+        cg.remove()

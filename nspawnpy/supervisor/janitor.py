@@ -14,7 +14,10 @@ DONE = b"d"
 
 
 class Janitor:
-    def __init__(self, cleanups: list, container_pidfd: int):
+    def __init__(self, cleanups: list, container_pidfd: int, loop_fds=()):
+        """*loop_fds*: the supervisor's own event sources (console pty, sockets), closed in
+        the janitor at once: a copy held there would keep the console from ever reporting
+        EOF (so the supervisor's last drain waited a second) and leak into cleanups."""
         self.cleanups, self.container_pidfd = cleanups, container_pidfd
         read_end, self.write_end = os.pipe2(os.O_CLOEXEC)
         import gc
@@ -23,16 +26,21 @@ class Janitor:
         self.pid = os.fork()
         if self.pid == 0:
             os.close(self.write_end)
+            for fd in loop_fds:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
             _watch(read_end, cleanups, container_pidfd)
         os.close(read_end)
 
-    def renewed(self) -> "Janitor":
+    def renewed(self, loop_fds=()) -> "Janitor":
         """A fresh janitor forked from the supervisor as it is now, this one dismissed.
 
         The pages the supervisor wrote since the first fork (console relay, published
         record, its loop) are copies held twice; a janitor forked once the container
         has settled shares them again. The new one exists before the old one goes."""
-        fresh = Janitor(self.cleanups, self.container_pidfd)
+        fresh = Janitor(self.cleanups, self.container_pidfd, loop_fds)
         self.dismiss()
         return fresh
 

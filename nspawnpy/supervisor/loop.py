@@ -277,7 +277,15 @@ class Supervisor(Events):
         if needs_janitor:
             from .janitor import Janitor
             self.preload()
-            self.janitor = Janitor(self.plan.cleanups + self.cleanups, self.pidfd)
+            self.janitor = Janitor(self.plan.cleanups + self.cleanups, self.pidfd,
+                                   self.loop_fds())
+
+    def loop_fds(self) -> list[int]:
+        """The fds only the event loop uses (none of them is the janitor's business)."""
+        fds = [self.sync.fileno(), self.notify.fileno(), self.console_master, self.kmsg_fifo]
+        if self.relay is not None and self.relay.peer is not None:
+            fds.append(self.relay.peer)
+        return [fd for fd in fds if fd is not None and fd >= 0]
 
     @staticmethod
     def preload() -> None:
