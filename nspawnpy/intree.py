@@ -38,6 +38,17 @@ def _relative(path: str) -> str:
     return path.strip("/") or "."
 
 
+def _openat2(rootfd: int, path: str, flags: int) -> int:
+    """openat2 in the tree. EAGAIN means a rename or mount anywhere on the machine raced with
+    a '..' of the walk (the kernel cannot prove it stayed inside): try again."""
+    for _ in range(1000):
+        try:
+            return linux.openat2(rootfd, path, flags, _RESOLVE)
+        except BlockingIOError:
+            continue
+    return linux.openat2(rootfd, path, flags, _RESOLVE)
+
+
 def open_root(root: str) -> int:
     return os.open(root, O_PATH_DIR)
 
@@ -47,7 +58,7 @@ def resolve(root: str, path: str, flags: int = os.O_PATH) -> int:
     component followed (within the tree too). Raises OSError (ENOENT, ELOOP, ...)."""
     rootfd = open_root(root)
     try:
-        return linux.openat2(rootfd, _relative(path), flags | os.O_CLOEXEC, _RESOLVE)
+        return _openat2(rootfd, _relative(path), flags | os.O_CLOEXEC)
     finally:
         os.close(rootfd)
 
@@ -122,7 +133,7 @@ def _walk(rootfd: int, path: str, create, mode: int, missing_ok: bool) -> list:
             if name == ".." and done:
                 done.pop()
             continue
-        parent = linux.openat2(rootfd, "/".join(done) or ".", O_PATH_DIR, _RESOLVE)
+        parent = _openat2(rootfd, "/".join(done) or ".", O_PATH_DIR)
         try:
             try:
                 st = os.stat(name, dir_fd=parent, follow_symlinks=False)

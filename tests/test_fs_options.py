@@ -253,6 +253,7 @@ def test_overlay_writes_go_to_upper(inside, busybox_root):
     lower.mkdir()
     upper.mkdir()
     (lower / "l").write_text("L\n")
+    (busybox_root / "mnt").mkdir()  # nspawn makes an overlay's mount point, not its parents
     inside(f"--overlay={lower}:{upper}:/mnt/o", script="cat /mnt/o/l; echo n > /mnt/o/n")
     assert (upper / "n").read_text() == "n\n" and not (lower / "n").exists()
     out = inside(f"--overlay-ro={lower}:{upper}:/mnt/o",
@@ -566,6 +567,7 @@ def test_overlay_upper_on_another_file_system(inside, busybox_root):
     (lower / "l").write_text("L\n")
     upper = Path(f"/dev/shm/nspawnpy-test-upper-{_secrets.token_hex(3)}")
     upper.mkdir()
+    (busybox_root / "mnt").mkdir()  # nspawn makes an overlay's mount point, not its parents
     try:
         out = inside(f"--overlay={lower}:{upper}:/mnt/o", script="echo n > /mnt/o/n; cat /mnt/o/l")
         assert out == "L\n" and (upper / "n").read_text() == "n\n"

@@ -29,7 +29,7 @@ import pytest
 
 import rootfs
 from conftest import leftovers, skip_unless
-from testhost import run_systemd_nspawn, systemd_nspawn
+from testhost import ScratchCgroup, run_systemd_nspawn, systemd_nspawn
 
 COMMON = ("--register=no", "--keep-unit", "-q", "--console=pipe")
 MACHINE_ID = "4f6e8c2a51d34b7e9a0c1d2e3f405162"   # the canary's: the tree must never pick it up
@@ -92,6 +92,11 @@ SAME_EXIT_ONLY = {
 }
 # Where nspawn 252 fails on its own and nspawnpy runs: why.
 NSPAWN_FAILS = {
+    **{f"overlay-plus-upper-{kind}": "nspawn hands overlayfs the '+' upper layer's path, "
+       "which the kernel follows through the link to the host's directory (here on another "
+       "mount than the work dir nspawn made in the tree: EINVAL; on the same one, the host's "
+       "directory would be the upper layer); nspawnpy's upper layer is resolved in the tree"
+       for kind in ("link", "dotdot")},
     "sys-link-private-network": "nspawn mounts /sys's tmpfs where the link leads in the tree, "
                                 "then remounts the literal /sys (the link) read-only: EINVAL",
 }
@@ -211,6 +216,11 @@ CASES = [
     *[case(f"overlay-ro-plus-lower-{kind}", [(kind, "/lower", "/sub")],
            ("--overlay-ro=+/lower:/mnt",), ("/mnt", "/mnt/file"))
       for kind in ("link", "dotdot")],
+    *[case(f"overlay-plus-upper-{kind}", [("dir", "/lower"), (kind, "/upper", "/sub")],
+           ("--overlay=+/lower:+/upper:/mnt",), ("/mnt", "/mnt/file", "/mnt/inside"))
+      for kind in ("link", "dotdot")],
+    case("overlay-dest-link", [("dir", "/lower"), ("dir", "/upper"), ("link", "/mnt")],
+         ("--overlay=+/lower:+/upper:/mnt/x",), ("/mnt", "/mnt/x/inside")),
     *[case(f"inaccessible-{kind}", [(kind, "/etc/evil", "/keep")], ("--inaccessible=/etc/evil",),
            ("/etc/evil",))
       for kind in ("link", "dotdot")],
@@ -259,8 +269,14 @@ def run(tool, tree: Path, options, paths, timeout=60):
     if tool == "nspawn":
         return run_systemd_nspawn(args, timeout=timeout)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    return subprocess.run(["/usr/bin/python3", "-m", "nspawnpy", *args], capture_output=True,
-                          text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL)
+    # --keep-unit from a cgroup of our own, as nspawn is run: not one other tests share
+    with ScratchCgroup("hostile") as cg:
+        r = subprocess.run(["/usr/bin/python3", "-m", "nspawnpy", *args], capture_output=True,
+                           text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL,
+                           preexec_fn=cg.enter)
+        stray = [str(d) for top in cg.dirs for d in top.iterdir() if d.is_dir()]
+        assert stray == [], "nspawnpy left cgroups"
+    return r
 
 
 def outcome(r, tree: Path, canary: Path) -> tuple:
@@ -293,8 +309,9 @@ def attempt(tool, scratch: Path, setup, options, paths, template: bool = False):
     if canary.exists():
         shutil.rmtree(canary)
     canary_contents(canary)
-    tree = scratch / tool / "bb-hostile"
-    hostile = rootfs.busybox_tree(scratch / tool / ("template" if template else "bb-hostile"))
+    machine = "bb-" + scratch.name[-6:]  # the same for both tools, unique to the test
+    tree = scratch / tool / machine
+    hostile = rootfs.busybox_tree(scratch / tool / ("template" if template else machine))
     apply(hostile, canary, setup)
     if template:
         options = (f"--template={hostile}", *options)
@@ -328,7 +345,7 @@ def test_template_with_links_to_the_host_is_copied_as_links_as_nspawn_does(scrat
     paths = ("/etc/resolv.conf", "/etc/localtime", "/hostdir", "/run")
     ours, touched = attempt("ours", scratch, setup, options, paths, template=True)
     assert not touched, "nspawnpy changed the host's canary directory"
-    copied = scratch / "ours/bb-hostile"
+    copied = scratch / "ours" / ("bb-" + scratch.name[-6:])
     assert os.readlink(copied / "hostdir") == os.readlink(scratch / "ours/template/hostdir")
     if systemd_nspawn() is None:
         pytest.skip("systemd-nspawn is not installed: host checks only")

@@ -209,49 +209,6 @@ class Mask(Op):
         return source
 
 
-class Overlay(Op):
-    def __init__(self, layers, where, read_only, scratch):
-        self.layers, self.where, self.read_only, self.scratch = layers, where, read_only, scratch
-
-    def execute(self, root):
-        fds = []
-
-        def resolve(layer, create=None):  # '+' layers are the container's, resolved in the tree
-            if not layer.startswith("+"):
-                if create and layer:
-                    mkdir_p(layer)
-                return layer
-            fds.append(intree.chase(root, layer[1:], create))
-            return intree.fd_path(fds[-1])
-        try:
-            writable = not self.read_only and len(self.layers) > 1
-            layers = [resolve(layer) for layer in self.layers[:-1]]
-            layers.append(resolve(self.layers[-1], "dir" if writable else None))
-            fds.append(intree.chase(root, self.where, "dir"))
-            self.mount(layers, intree.fd_path(fds[-1]))
-        finally:
-            for fd in fds:
-                os.close(fd)
-
-    def mount(self, layers: list, target: str) -> None:
-        if self.read_only or len(layers) == 1:
-            lower = layers if len(layers) > 1 else layers + [target]
-            options = "lowerdir=" + ":".join(_escape(p) for p in reversed(lower))
-        else:
-            upper = layers[-1] or self.scratch + "/upper"
-            lowers = layers[:-1]
-            work = self.scratch + "/work"
-            mkdir_p(upper)
-            mkdir_p(work)
-            options = (f"lowerdir={':'.join(_escape(p) for p in reversed(lowers))},"
-                       f"upperdir={_escape(upper)},workdir={_escape(work)}")
-        linux.mount("overlay", target, "overlay", MS_RDONLY if self.read_only else 0, options)
-
-
-def _escape(path: str) -> str:
-    return path.replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
-
-
 class Call(Op):
     """A plain function of the root, for steps that are not one mount."""
 

@@ -11,6 +11,7 @@ import os
 from ..errors import UserError
 from ..linux import MS_NODEV
 from ..pid1 import mounts as m
+from ..pid1.overlay import Overlay
 from ..pid1.fsplan import MS_STRICTATIME
 
 
@@ -71,8 +72,8 @@ def custom_mounts(settings, cleanups: list, root: str = "", userns=None) -> tupl
         ops.append(m.Mount(path, "tmpfs", data, flags))
     for read_only, specs in ((False, settings.overlay), (True, settings.overlay_ro)):
         for layers, dest in specs:
-            ops.append(m.Overlay(layers, dest, read_only,
-                                 _work_dir(layers, read_only, len(ops), scratch, cleanups)))
+            ops.append(Overlay(layers, dest, read_only,
+                               _work_dir(layers, read_only, len(ops), scratch, cleanups, root)))
     for path in settings.inaccessible:
         ops.append(m.Mask(path))
     ops.sort(key=lambda op: op.where)
@@ -106,14 +107,45 @@ def _close(fd: int) -> None:
         pass
 
 
-def _work_dir(layers, read_only: bool, number: int, scratch: Scratch, cleanups) -> str | None:
-    """Where a writable overlay keeps upper/work: next to a host upper layer, else scratch."""
+def _work_dir(layers, read_only: bool, number: int, scratch: Scratch, cleanups,
+              root: str) -> str | None:
+    """Where a writable overlay keeps upper/work: next to its upper layer (on the host, or
+    in the tree for a '+' one), else scratch."""
     if read_only or len(layers) < 2:
         return None
     upper = layers[-1]
-    if upper and not upper.startswith("+"):
+    if upper.startswith("+"):
+        return _work_dir_in_tree(root, upper[1:], cleanups)
+    if upper:
         return _work_dir_next_to(upper, cleanups)
     return scratch.entry(f"overlay{number}")
+
+
+def _work_dir_in_tree(root: str, upper: str, cleanups) -> str:
+    """A container-relative upper layer's work dir, `.#UPPERxxxx` beside it in the tree as
+    nspawn makes it (overlayfs wants both on one mount), made here with the upper layer, both
+    resolved in the tree; returned as a '+' path for PID 1, removed by `cleanups`."""
+    import shutil
+    from .. import intree
+    try:
+        where = intree.canonical(root, upper, "dir")
+        parent, base = os.path.split(where)
+        fd = intree.resolve(root, parent, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as e:
+        raise UserError(f"Failed to create overlay upper directory {upper}: "
+                        f"{os.strerror(e.errno)}") from None
+    name = f".#{base}{os.urandom(8).hex()}"
+    try:
+        os.mkdir(name, 0o700, dir_fd=fd)
+    except OSError as e:
+        os.close(fd)
+        raise UserError(f"Failed to create overlay work directory {name}: {e.strerror}") from None
+
+    def remove() -> None:
+        shutil.rmtree(name, dir_fd=fd, ignore_errors=True)
+        os.close(fd)
+    cleanups.append(remove)
+    return f"+{parent.rstrip('/')}/{name}"
 
 
 def _work_dir_next_to(upper: str, cleanups) -> str:
