@@ -370,7 +370,7 @@ def test_hostile_tree_leaves_the_host_alone_as_nspawn_does(request, scratch, set
     theirs, nspawn_touched = attempt("nspawn", scratch, setup, options, paths)
     if name in STRICTER:
         _why, same_exit, writes_host = STRICTER[name]
-        assert nspawn_touched == writes_host, "STRICTER says otherwise about nspawn"
+        assert nspawn_touched == writes_host, f"STRICTER says otherwise: nspawn {theirs}"
         if same_exit:
             assert ours[0] == theirs[0], f"exit status: nspawnpy {ours}, nspawn {theirs}"
         return
