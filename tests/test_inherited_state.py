@@ -203,9 +203,11 @@ def test_a_reboot_in_place_leaves_the_supervisor_no_fd_of_the_previous_run(busyb
 def test_every_fd_of_the_supervisor_and_janitor_is_close_on_exec(busybox_root, extra):
     import time
     O_CLOEXEC = 0o2000000
+    cg = testhost.ScratchCgroup("cloexec")  # --keep-unit splits the caller's cgroup
     p = subprocess.Popen(nspawnpy(*extra, "-D", busybox_root, "/bin/sleep", "30"),
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(REPO)})
+                         stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(REPO)},
+                         preexec_fn=cg.enter)
     try:
         def settled():
             kids = open(f"/proc/{p.pid}/task/{p.pid}/children").read().split()
@@ -229,6 +231,7 @@ def test_every_fd_of_the_supervisor_and_janitor_is_close_on_exec(busybox_root, e
     finally:
         p.kill()
         p.wait()
+        cg.remove()
 
 
 @pytest.mark.parametrize("mode", ["pipe", "read-only"])

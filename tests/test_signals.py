@@ -63,18 +63,23 @@ def stop_during_setup(root: Path, args: list[str], within: float, marker: str,
                       signum: int = signal.SIGTERM):
     """Start nspawnpy, SIGTERM it at a random moment in the first *within* seconds after it
     locked the tree (again after 3 s if the payload ignored the kill signal)."""
-    p = subprocess.Popen([PYTHON, "-m", "nspawnpy", "--register=no", "-q", *args, "-D", str(root),
-                          "/bin/sleep", marker], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
-    wait_for(lambda: locked_the_tree(p.pid, root) or p.poll() is not None, step=0.001)
-    time.sleep(random.uniform(0, within))
-    p.send_signal(signum)
-    try:
-        _, err = p.communicate(timeout=3)
-    except subprocess.TimeoutExpired:  # a booted init may not handle the kill signal yet
-        p.send_signal(signal.SIGTERM)
-        _, err = p.communicate(timeout=30)
-    return p.returncode, err
+    # From a cgroup of its own: --keep-unit splits the caller's cgroup (payload/, supervisor/),
+    # and concurrent runs from one cgroup would share those.
+    with testhost.ScratchCgroup("sigterm") as cg:
+        p = subprocess.Popen([PYTHON, "-m", "nspawnpy", "--register=no", "-q", *args, "-D",
+                              str(root), "/bin/sleep", marker], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": str(REPO)}, preexec_fn=cg.enter)
+        wait_for(lambda: locked_the_tree(p.pid, root) or p.poll() is not None, step=0.001)
+        time.sleep(random.uniform(0, within))
+        p.send_signal(signum)
+        try:
+            _, err = p.communicate(timeout=3)
+        except subprocess.TimeoutExpired:  # a booted init may not handle the kill signal yet
+            p.send_signal(signal.SIGTERM)
+            _, err = p.communicate(timeout=30)
+        left = scratch_children(cg)
+    return p.returncode, err + "".join(f"\nleft cgroup {d}" for d in left)
 
 
 def big_tree(root: Path, files: int = 30000) -> None:
