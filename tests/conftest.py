@@ -10,7 +10,7 @@
   systemd_nspawn       run_systemd_nspawn(args, ...) for the installed systemd-nspawn (skips if absent)
 
 Helpers: leftovers(under=None) -> list[str]; skip_unless(cond, reason); run_in(...) and
-run_pipe(...) run a container with --register=no -q; stop(popen) kills and reaps a process
+run_pipe(...) run a container with --register=no -q, spawn(...) starts one; stop(popen) kills and reaps a process
 that still runs (for finally blocks); processes_in_pid_namespace(ns); DEFAULT_CAPS.
 """
 
@@ -58,6 +58,14 @@ def run_in(run_nspawnpy, root, *options, script="true", **kw) -> subprocess.Comp
 def run_pipe(run_nspawnpy, root, *cmd, **kw) -> subprocess.CompletedProcess:
     """`cmd` in a container on `root` with --console=pipe."""
     return run_nspawnpy(*QUIET, "--console=pipe", "-D", root, *cmd, **kw)
+
+
+def spawn(root, *args, **kw) -> subprocess.Popen:
+    """nspawnpy --register=no -q -D root ARGS in the background; stdout/stderr piped (text)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([PYTHON, "-m", "nspawnpy", *QUIET, "-D", str(root), *args],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env, text=True, **kw)
 
 
 def stop(process: subprocess.Popen) -> None:

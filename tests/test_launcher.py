@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import (PYTHON, QUIET, REPO, leftovers, processes_in_pid_namespace, run_pipe,
-                      stop, wait_for)
+                      spawn, stop, wait_for)
 
 sys.path.insert(0, str(REPO))
 from nspawnpy.pid1 import caps  # noqa: E402
@@ -24,13 +24,6 @@ from nspawnpy.pid1 import caps  # noqa: E402
 def out(r) -> str:
     """Console output passes a pty in read-only mode: \\n arrives as \\r\\n, as with nspawn."""
     return r.stdout.replace("\r\n", "\n")
-
-
-def spawn(root, *args, **kw) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([PYTHON, "-m", "nspawnpy", *QUIET, "-D", str(root), *args],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env, text=True, **kw)
 
 
 def children(pid: int) -> list[int]:

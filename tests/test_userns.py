@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, leftovers, wait_for
+from conftest import REPO, leftovers, spawn, wait_for
 from nspawnpy.config.siphash import siphash24
 
 PYTHON = "/usr/bin/python3"
@@ -21,13 +21,6 @@ def run(root, *args, timeout=60):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run([PYTHON, "-m", "nspawnpy", *QUIET, "-D", str(root), *args],
                           capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def spawn(root, *args):
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([PYTHON, "-m", "nspawnpy", *QUIET, "-D", str(root), *args],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env, text=True)
 
 
 def hashed_base(machine: str) -> int:
@@ -130,7 +123,7 @@ def test_two_containers_of_the_same_name_get_different_ranges(busybox_root, tmp_
     import shutil
     other = tmp_path / "other"
     shutil.copytree(busybox_root, other, symlinks=True)
-    first = spawn(busybox_root, "-U", "-M", "twin", "/bin/sleep", "100")
+    first = spawn(busybox_root, "--console=pipe", "-U", "-M", "twin", "/bin/sleep", "100")
     try:
         sleeper = container_pid(first.pid, "sleep")
         first_base = int(uid_map_of(sleeper)[1])
@@ -145,7 +138,7 @@ def test_two_containers_of_the_same_name_get_different_ranges(busybox_root, tmp_
 
 
 def test_nothing_is_left_after_the_supervisor_is_killed(busybox_root):
-    p = spawn(busybox_root, "-U", "/bin/sleep", "100")
+    p = spawn(busybox_root, "--console=pipe", "-U", "/bin/sleep", "100")
     base = hashed_base(busybox_root.name)
     try:
         container_pid(p.pid, "sleep")
@@ -160,7 +153,7 @@ def test_nothing_is_left_after_the_supervisor_is_killed(busybox_root):
 
 
 def test_debian_boots_to_running_with_U(debian_root):
-    p = spawn(debian_root, "-U", "-b")
+    p = spawn(debian_root, "--console=pipe", "-U", "-b")
     try:
         leader = container_pid(p.pid, "systemd")
         assert uid_map_of(leader)[:3] == ["0", str(hashed_base(debian_root.name)), "65536"]
@@ -234,7 +227,7 @@ def test_nspawn_and_nspawnpy_never_hand_out_the_same_range(busybox_root, tmp_pat
         wait_for(lambda: no_locks(base), what="nspawn's lock to go")
         for tree in (busybox_root, other):
             os.chown(tree, base, base)
-        mine = spawn(other, "-U", "/bin/sleep", "100")
+        mine = spawn(other, "--console=pipe", "-U", "/bin/sleep", "100")
         try:
             sleeper = container_pid(mine.pid, "sleep")
             assert int(uid_map_of(sleeper)[1]) == base
