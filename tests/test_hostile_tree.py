@@ -75,7 +75,8 @@ STRICTER = {
        for loop in [where == "var"]},
     **{name: ("nspawn writes /run/host's files through the tree's /run link into the host's "
               "directory", True, True)
-       for name in ("run-link", "run-dotdot", "run-link-private-network", "userns-run-link")},
+       for name in ("run-link", "run-dotdot", "run-link-private-network", "userns-run-link",
+                    "credentials-run-link")},
     **{name: ("nspawn makes the device nodes and links of /dev through the tree's /dev link in "
               "the host's directory, then fails (Failed to allocate a pty); nspawnpy's /dev is "
               "in the tree and the container runs", False, True)
@@ -227,6 +228,8 @@ CASES = [
     case("pivot-root-link", [("link", "/newroot", "/sub")], ("--pivot-root=/newroot",), ()),
     case("user-passwd-link", [("link", "/etc/passwd", "/passwd")], ("-u", "alice"), ()),
     case("chdir-link", [("link", "/work", "/sub")], ("--chdir=/work",), ()),
+    case("credentials-run-link", [("link", "/run", "/sub")], ("--set-credential=a:b",),
+         ("/run/host/credentials/a",)),
     # PID 1 as the user namespace's root, reaching the tree through a descriptor
     *[case(f"userns-{name}", setup, ("-U", *options), paths) for name, setup, options, paths in (
         ("etc-link", [("link", "/etc")], ("--resolv-conf=copy-host", "--timezone=copy"), ETC),
@@ -352,6 +355,27 @@ def test_template_with_links_to_the_host_is_copied_as_links_as_nspawn_does(scrat
     theirs, nspawn_touched = attempt("nspawn", scratch, setup, options, paths, template=True)
     assert nspawn_touched, "nspawn writes /run/host through the copied /run link: STRICTER"
     assert ours[0] == theirs[0]
+
+
+def test_host_journal_link_leads_into_the_tree_not_where_the_trees_link_points(scratch):
+    skip_unless(Path("/var/log/journal").is_dir(), "the host has no /var/log/journal")
+    canary = scratch / "canary"
+    canary_contents(canary)
+    tree = rootfs.busybox_tree(scratch / "ours" / ("bb-" + scratch.name[-6:]))
+    apply(tree, canary, [("file", "/etc/machine-id", JOURNAL_ID + "\n"),
+                         ("link", "/var/log/journal", "/journal")])
+    before = snapshot(canary)
+    try:
+        r = run("ours", tree, ("--link-journal=guest",), ())
+        link = Path("/var/log/journal", JOURNAL_ID)
+        target = os.readlink(link)
+        made = os.path.realpath(link)
+    finally:
+        _remove_journal_links()
+    assert r.returncode == 0, r.stderr
+    assert target == f"{tree}{canary}/journal/{JOURNAL_ID}"   # the link, followed in the tree
+    assert made == target and Path(made).is_dir()               # where PID 1 made the journal
+    assert snapshot(canary) == before
 
 
 @pytest.mark.parametrize("setup, options, paths, probe", CASES)

@@ -34,7 +34,7 @@ def link_journal(settings, root: str, machine_id: str):
     if not _may_link(settings, root, machine_id, try_):
         return None
     p = f"{JOURNAL}/{machine_id}"
-    q = root + p
+    q = root + _in_tree(root, p)  # the host's link leads where the guest's journal is made
     return GuestJournal(q, p, try_, _host_side(mode, p, q, try_))
 
 
@@ -115,6 +115,16 @@ def _clear_the_way(mode: str, p: str, q: str) -> bool:
     except OSError as e:
         raise UserError(f"Failed to remove symlink {p}: {e.strerror}") from None
     return False
+
+
+def _in_tree(root: str, path: str) -> str:
+    """`path` as the tree's links lead to it, in the tree (what PID 1 will make), rather
+    than where the host would follow them; the path as written if that cannot be told."""
+    from .. import intree
+    try:
+        return intree.canonical(root, path, missing_ok=True)
+    except OSError:
+        return path
 
 
 def host_machine_id() -> str:
