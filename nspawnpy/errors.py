@@ -14,3 +14,7 @@ class UserError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+class WordedValueError(ValueError):
+    """A bad option value whose message is nspawn's own sentence, printed as it is."""

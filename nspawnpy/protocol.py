@@ -6,8 +6,8 @@ the language itself. One message per datagram; fds travel as SCM_RIGHTS.
   PID 1 -> supervisor  READY       file system built; carries the console's pty master and the
                                    /proc/kmsg FIFO held open, each if any (ready() says which)
   PID 1 -> supervisor  ERROR+text  set-up failed; the text is the one-line error to print
-  supervisor -> PID 1  USERNS_SET  UID/GID maps written, tree ownership fixed; may carry the
-                                   ID-mapped root mount (only with --private-users)
+  set-up -> supervisor PID1+pid    (with --private-users) the set-up process cloned PID 1
+  supervisor -> PID 1  USERNS_SET  UID/GID maps written (only with --private-users)
   supervisor -> PID 1  GO          host side ready (cgroups, links, registration): pivot and exec
 After exec the socket closes on PID 1's side (close-on-exec): EOF means "exec happened".
 
@@ -17,6 +17,7 @@ Runs in: the supervisor and PID 1 (before pivot_root).
 READY = b"R"
 GO = b"G"
 USERNS_SET = b"U"
+PID1 = b"P"
 ERROR = b"E"
 # READY's flags: which fds follow, in this order
 WITH_CONSOLE, WITH_KMSG = b"c", b"k"

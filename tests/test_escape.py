@@ -70,14 +70,7 @@ NSPAWN_252_ESCAPES = {
         "/proc/1/map_files (CAP_SYS_ADMIN)",
 }
 # Known differences that belong to another part of issue 9 (the suite shows them as xfail).
-UNLOCKED = ("issue 9 item 11: PID 1 makes its mounts after its mount namespace was copied "
-            "into the user namespace, so their read-only flags are not locked (nspawn makes "
-            "them before; see the report)")
-KNOWN_WORSE = {
-    ("remount_sys_rw", "main", "userns"): UNLOCKED,
-    ("remount_bind_ro_rw", "main", "userns"): UNLOCKED,
-    ("remount_read_only_root_rw", "readonly", "userns"): UNLOCKED,
-}
+KNOWN_WORSE = {}
 
 
 # ---------------------------------------------------------------------------------------------

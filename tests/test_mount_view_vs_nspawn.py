@@ -59,6 +59,10 @@ SCENARIOS = {
     "read-only": ["--read-only"],
     "custom-mounts": ["--bind={src}:/mnt/b", "--tmpfs=/mnt/t", "--bind-ro={src}:/mnt/r"],
     "timezone-and-resolv-bound": ["--timezone=bind", "--resolv-conf=bind-host"],
+    "as-pid2": ["-a"],                   # the stub is PID 1: the host's cgroup layout decides
+    "userns": ["-U"],
+    "userns-private-network": ["-U", "--private-network"],
+    "userns-read-only": ["-U", "--read-only"],
 }
 
 
@@ -94,3 +98,19 @@ def _compare(root, run_nspawnpy, systemd_nspawn, args) -> list[str]:
     expected = normalise(theirs.stdout)
     assert normalise(ours.stdout) == expected
     return expected
+
+
+OWNERS = ("ls -lnaR /dev /run/host | grep -v '^total' | sed -E 's/ +/ /g' | cut -d' ' -f1,3,4,9- "
+          "| sed -E 's/[0-9]+:[0-9]+ //'; ls -lnd /run /tmp /dev/shm /sys/fs/cgroup | "
+          "sed -E 's/ +/ /g' | cut -d' ' -f1,3,4,9; grep -E '^Cap(Inh|Prm|Eff|Bnd|Amb)' /proc/self/status")
+
+
+@pytest.mark.parametrize("options", [[], ["-U"], ["-U", "--private-network"]])
+def test_dev_run_host_owners_and_capabilities_are_nspawns(busybox_root, run_nspawnpy,
+                                                          systemd_nspawn, options):
+    """Device nodes made for the container (real ones, owned by its root under -U), /run/host,
+    the API tmpfs and the capability sets, as nspawn makes them."""
+    args = [*COMMON, "-D", str(busybox_root), *options, "/bin/sh", "-c", OWNERS]
+    theirs = systemd_nspawn(args)
+    ours = run_nspawnpy(*args)
+    assert (ours.returncode, ours.stdout) == (theirs.returncode, theirs.stdout)

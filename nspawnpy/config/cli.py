@@ -26,6 +26,9 @@ def _store(settings: Settings, option: Option, spelled: str, value) -> None:
         try:
             parsed = option.parse(value)
         except ValueError as e:
+            from ..errors import WordedValueError
+            if isinstance(e, WordedValueError):   # nspawn's own sentence
+                raise UserError(str(e)) from None
             raise _bad_value(option, spelled, value, str(e)) from None
     settings.store(option, parsed)
     settings.cli_groups.add(option.group)

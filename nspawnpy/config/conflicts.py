@@ -26,7 +26,7 @@ def check_conflicts(s) -> None:
         (s.ports and not s.private_net and not s.network_namespace_path,
          "Cannot use --port= without private networking."),
         (s.network_namespace_path and s.network_options_beyond_private(),
-         "Cannot combine --network-namespace-path= with other network options."),
+         "--network-namespace-path= cannot be combined with other network options."),
         (s.ambient_capability and s.boot, "AmbientCapability= setting is not useful for boot mode."),
         (s.keep_unit and (s.slice or s.property),
          "--keep-unit and --slice=/--property= may not be combined."),
@@ -39,8 +39,6 @@ def check_conflicts(s) -> None:
     unsupported = [
         (s.image, "--image="), (s.oci_bundle, "--oci-bundle="), (s.root_hash, "--root-hash="),
         (s.root_hash_sig, "--root-hash-sig="), (s.verity_data, "--verity-data="),
-        (s.private_users not in ("no", None) and s.network_namespace_path,
-         "--network-namespace-path= with --private-users="),
         (s.bind_user, "--bind-user="),
     ]
     for present, option in unsupported:

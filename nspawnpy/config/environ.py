@@ -39,3 +39,28 @@ def api_vfs_writable():
     if os.environ.get("SYSTEMD_NSPAWN_API_VFS_WRITABLE") == "network":
         return "network"
     return bool(env_bool("SYSTEMD_NSPAWN_API_VFS_WRITABLE", False))
+
+
+def shared_namespaces() -> frozenset:
+    """The host namespaces the container keeps: 'ipc', 'pid', 'uts' ($SYSTEMD_NSPAWN_SHARE_NS_*;
+    $SYSTEMD_NSPAWN_SHARE_SYSTEM keeps all three)."""
+    shared = set()
+    for kind in ("ipc", "pid", "uts"):
+        if env_bool(f"SYSTEMD_NSPAWN_SHARE_NS_{kind.upper()}", False):
+            shared.add(kind)
+    if env_bool("SYSTEMD_NSPAWN_SHARE_SYSTEM", False):
+        shared |= {"ipc", "pid", "uts"}
+    return frozenset(shared)
+
+
+def lock_trees() -> bool:
+    """$SYSTEMD_NSPAWN_LOCK=0 (or another false value) turns tree locking off; anything
+    else, also what is no boolean, leaves it on (nspawn 252 does not complain)."""
+    value = os.environ.get("SYSTEMD_NSPAWN_LOCK")
+    if value is None:
+        return True
+    from .values import parse_boolean
+    try:
+        return parse_boolean(value)
+    except ValueError:
+        return True

@@ -41,7 +41,8 @@ def bind(value: str) -> tuple:
     options = tuple(o for o in (parts[2].split(",") if len(parts) > 2 else ()) if o)
     for option in options:
         if option not in BIND_OPTIONS:
-            raise ValueError(f"unknown bind option '{option}'")
+            from ..errors import WordedValueError
+            raise WordedValueError(f"Invalid bind mount option: {option}")
     if src and not src.startswith("+"):
         src = v.host_path(src)
     if src.startswith("+") and not src[1:].startswith("/"):

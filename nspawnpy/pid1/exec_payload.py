@@ -23,7 +23,8 @@ TIOCSCTTY = 0x540E
 def start(plan, console_pts) -> None:
     """Never returns. `console_pts` is /dev/console's pty inside (None with --console=pipe)."""
     s = plan.settings
-    linux.sethostname(plan.machine.hostname)
+    if "uts" not in plan.shared_ns:   # the host's UTS namespace keeps its name
+        linux.sethostname(plan.machine.hostname)
     if plan.network.private:
         loopback.loopback_up()
     if s.personality == "x86":

@@ -16,33 +16,33 @@ TMPFS_DEV = "mode=0755,size=4m,nr_inodes=64k"
 MS_STRICTATIME = 1 << 24   # nspawn's tmpfs API mounts show neither relatime nor noatime
 
 
-def tree_mounts(private_net: bool, userns: bool = False, sysfs_fd=None,
-                api_vfs_writable=False) -> list:
+def tree_mounts(private_net: bool, owner=None, api_vfs_writable=False, tmp_tmpfs=True) -> list:
     """What nspawn mounts on the shared tree before the container gets its own copy of it,
     in nspawn's order (the copy lists mounts in tree order, so the order shows): /tmp,
     /sys, /dev, /dev/shm, /run, /run/host bound onto itself, the device nodes and devpts.
-    In a user namespace without a network namespace of its own, /sys is a sysfs the
-    supervisor mounted (`sysfs_fd`), and /dev gets the host's device nodes bound in.
+    With a user namespace, `owner` is the container root's host UID (and GID): the tmpfs
+    and what is made in them are its, and devpts' tty group is the container's.
     `api_vfs_writable` ($SYSTEMD_NSPAWN_API_VFS_WRITABLE): True leaves a plain sysfs
-    writable, "network" treats /sys as with a network namespace of its own."""
+    writable, "network" treats /sys as with a network namespace of its own; `tmp_tmpfs`
+    ($SYSTEMD_NSPAWN_TMPFS_TMP) puts a tmpfs on /tmp."""
+    ids = f",uid={owner},gid={owner}" if owner is not None else ""
     netns = private_net or api_vfs_writable == "network"
     sys_flags = MS_NOSUID | MS_NOEXEC | MS_NODEV | (0 if api_vfs_writable is True else MS_RDONLY)
     plan = [m.Call("/", m.base_filesystem)]
-    if os.environ.get("SYSTEMD_NSPAWN_TMPFS_TMP", "1") not in ("0", "no", "false"):
-        plan.append(m.Mount("/tmp", "tmpfs", TMPFS_TMP, MS_NOSUID | MS_NODEV | MS_STRICTATIME))
+    if tmp_tmpfs:
+        plan.append(m.Mount("/tmp", "tmpfs", TMPFS_TMP + ids, MS_NOSUID | MS_NODEV | MS_STRICTATIME))
     plan += [
-        m.Attach("/sys", sysfs_fd) if sysfs_fd is not None else
-        k.NetnsSysfs(writable=api_vfs_writable is True) if netns else
+        k.NetnsSysfs(writable=api_vfs_writable is True, ids=ids) if netns else
         m.Mount("/sys", "sysfs", flags=sys_flags),
-        m.Mount("/dev", "tmpfs", TMPFS_DEV, MS_NOSUID | MS_STRICTATIME),
-        m.Mount("/dev/shm", "tmpfs", TMPFS_TMP, MS_NOSUID | MS_NODEV | MS_STRICTATIME),
-        m.Mount("/run", "tmpfs", TMPFS_RUN, MS_NOSUID | MS_NODEV | MS_STRICTATIME),
-        m.SelfBind("/run/host"),
-        m.Call("/dev", m.populate_dev, userns),
-        m.Call("/run/host/inaccessible", m.populate_inaccessible),
-        m.Mount("/dev/pts", "devpts", "newinstance,ptmxmode=0666,mode=620,gid=5",
+        m.Mount("/dev", "tmpfs", TMPFS_DEV + ids, MS_NOSUID | MS_STRICTATIME),
+        m.Mount("/dev/shm", "tmpfs", TMPFS_TMP + ids, MS_NOSUID | MS_NODEV | MS_STRICTATIME),
+        m.Mount("/run", "tmpfs", TMPFS_RUN + ids, MS_NOSUID | MS_NODEV | MS_STRICTATIME),
+        m.SelfBind("/run/host", owner),
+        m.Call("/dev", m.populate_dev, owner),
+        m.Call("/run/host/inaccessible", m.populate_inaccessible, owner),
+        m.Mount("/dev/pts", "devpts", f"newinstance,ptmxmode=0666,mode=620,gid={5 + (owner or 0)}",
                 MS_NOSUID | MS_NOEXEC),
-        m.Call("/dev/ptmx", m.ptmx_link),
+        m.Call("/dev/ptmx", m.ptmx_link, owner),
     ]
     return plan
 

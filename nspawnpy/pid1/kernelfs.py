@@ -9,7 +9,7 @@ import os
 
 from .. import intree, linux
 from ..linux import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY
-from .mounts import Op, bind_remount
+from .mounts import Op, bind_remount, write_file
 
 PROC_READ_ONLY = ("acpi", "apm", "asound", "bus", "fs", "irq", "scsi")
 # nspawn 252 covers these with /run/systemd/inaccessible/reg, looked up in the container's own
@@ -68,12 +68,13 @@ class NetnsSysfs(Op):
     will hold block, bus, class, dev, devices and kernel of the namespace's own sysfs
     (NetnsSysfsDirs), plus /sys/fs/cgroup; left writable with writable API file systems."""
 
-    def __init__(self, where="/sys", writable=False):
-        self.where, self.writable = where, writable
+    def __init__(self, where="/sys", writable=False, ids=""):
+        self.where, self.writable, self.ids = where, writable, ids
 
     def execute(self, root):
         flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
-        intree.mount(root, self.where, "tmpfs", "tmpfs", flags, "mode=0555,size=4m,nr_inodes=1k")
+        intree.mount(root, self.where, "tmpfs", "tmpfs", flags,
+                     "mode=0555,size=4m,nr_inodes=1k" + self.ids)
         with intree.at(root, self.where) as target:  # the tmpfs just mounted: ours
             for name in SYSFS_DIRS + ("fs", "fs/cgroup"):
                 os.mkdir(f"{target}/{name}", 0o755)
@@ -107,3 +108,46 @@ class NetnsSysfsDirs(Op):
                 linux.umount2(full, linux.MNT_DETACH)
         finally:
             os.rmdir(full)
+
+
+def mask_with_file(root: str, where: str, data: bytes) -> None:
+    """Cover a /proc file with a private one made in /run and unlinked again (boot_id),
+    named as nspawn names it: /run/.#proc-sys-kernel-random-boot-idXXXXXXXXXXXXXXXX."""
+    if not intree.exists(root, where):
+        return
+    with intree.at(root, "/run") as run:  # our tmpfs
+        private = f"{run}/.#{_scratch_name(where)}{os.urandom(8).hex()}"
+        write_file(private, data, 0o444)
+        try:
+            with intree.at(root, where) as target:
+                linux.mount(private, target, None, MS_BIND)
+        finally:
+            os.unlink(private)
+    intree.remount(root, where, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
+def _scratch_name(where: str) -> str:
+    return where.strip("/").replace("/", "-").replace("_", "-")
+
+
+def held_fifo(root: str, where: str):
+    """A FIFO in /run to cover `where` with later (cover_with_fifo), named as nspawn's, and
+    an fd holding both of its ends open (close-on-exec): whoever keeps it lets the container
+    open the FIFO either way without blocking, as nspawn's does. (None, None) if `where`
+    does not exist."""
+    if not intree.exists(root, where):
+        return None, None
+    name = f".#{_scratch_name(where)}{os.urandom(8).hex()}"
+    with intree.at(root, "/run") as run:  # our tmpfs
+        os.mkfifo(f"{run}/{name}", 0o600)
+        return name, os.open(f"{run}/{name}", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+
+
+def cover_with_fifo(root: str, where: str, name: str) -> None:
+    """Bind the FIFO /run/NAME (from held_fifo) over `where` and unlink it."""
+    with intree.at(root, "/run") as run:
+        try:
+            with intree.at(root, where) as target:
+                linux.mount(f"{run}/{name}", target, None, MS_BIND)
+        finally:
+            os.unlink(f"{run}/{name}")

@@ -11,7 +11,7 @@ import struct
 from .. import intree, linux, protocol
 from ..linux import (MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC,
                      MS_REMOUNT, MS_SHARED, MS_SLAVE)
-from . import exec_payload as payload, mounts
+from . import exec_payload as payload, kernelfs, mounts
 
 SIGKILL, SIGPIPE, SIGXFSZ = 9, 13, 25
 MS_STRICTATIME = 1 << 24
@@ -29,16 +29,21 @@ def run(plan, channels) -> None:
     """Never returns: execs the payload or exits 1 after telling the supervisor why.
     `plan` is the ContainerPlan, `channels` the supervisor's loop.Channels."""
     try:
-        linux.prctl(linux.PR_SET_PDEATHSIG, SIGKILL)
-        import _signal
-        _signal.set_wakeup_fd(-1)  # the supervisor's signal queue is not ours
-        for sig in (SIGPIPE, SIGXFSZ, 2, 15, 1, 28):
-            _signal.signal(sig, _signal.SIG_DFL)
+        _start_process()
         _prepare(plan, channels)
         os._exit(1)
     except BaseException as e:  # noqa: BLE001 - everything is reported, nothing escapes
         report(channels.sync, _describe(e))
         os._exit(1)
+
+
+def _start_process() -> None:
+    """A fresh process of ours: dies with its parent, default signal handling."""
+    linux.prctl(linux.PR_SET_PDEATHSIG, SIGKILL)
+    import _signal
+    _signal.set_wakeup_fd(-1)  # the supervisor's signal queue is not ours
+    for sig in (SIGPIPE, SIGXFSZ, 2, 15, 1, 28):
+        _signal.signal(sig, _signal.SIG_DFL)
 
 
 def _describe(e: BaseException) -> str:
@@ -50,34 +55,79 @@ def _describe(e: BaseException) -> str:
 
 
 def _prepare(plan, channels) -> None:
-    settings, sync = plan.settings, channels.sync
-    idmapped_root = wait_for_userns(sync) if plan.userns is not None else None
     if plan.network.netns_fd is not None:
         linux.setns(plan.network.netns_fd, linux.CLONE_NEWNET)
+    root = build(plan, None)
+    linux.unshare(linux.CLONE_NEWNS)  # our own copy: it lists the mounts in tree order
+    finish(plan, channels, root)
+
+
+def build(plan, idmapped_root, owner=None) -> str:
+    """The tree with everything nspawn mounts on it before the container gets its own copy
+    (clone() of the mount namespace, which lists the mounts in tree order, as nspawn's
+    does); `owner`: the container root's host UID with a user namespace. Returns its path."""
+    settings = plan.settings
     linux.mount(None, "/", None, MS_REC | MS_SLAVE)
     root = setup_root(plan, idmapped_root)
     if settings.read_only:
         make_read_only(root)
-    custom = list(plan.mounts.custom)
-    if plan.userns is not None:
-        custom = mounts.open_host_sources(custom)
-        root = become_root(root)
     if settings.pivot_root:
         root = pivot_inner(root, *settings.pivot_root)
     # Shared from here on, as in nspawn: a mount made later in the container reaches the
     # mount namespaces of its services; mounts on peers leave the hidden copies nspawn has.
     linux.mount(None, root, None, MS_REC | MS_SHARED)
-    build_tree(plan, channels, root, custom)
-    root = own_copy(plan, root)
+    from . import fsplan
+    label = plan.settings.selinux_apifs_context
+    for op in mounts.labelled(fsplan.tree_mounts(plan.network.private, owner,
+                                                 plan.mounts.api_vfs_writable,
+                                                 plan.mounts.tmp_tmpfs), label):
+        op.execute(root)
+    if plan.host.os_release:
+        with intree.at(root, "/run/host", "dir") as host:  # in our /run tmpfs
+            mounts.touch(host + "/os-release")
+            linux.mount(plan.host.os_release, host + "/os-release", None, MS_BIND)
+            mounts.bind_remount(host + "/os-release", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    if plan.mounts.tunnel:
+        from . import tunnel
+        tunnel.incoming(root, plan.mounts.tunnel, owner)
+    for op in mounts.labelled(plan.mounts.custom, label):
+        op.execute(root)
+    run_tree_steps(plan.mounts.tree_steps, root, owner)
+    write_run_host(plan, root)
+    return root
+
+
+def run_tree_steps(steps, root: str, owner) -> None:
+    """/etc files and the journal link. With a user namespace they run as the container's
+    root (file system IDs), so what they make in the tree is its; the tree is reached through
+    a descriptor, as that identity may not walk the host directories above it."""
+    if owner is None:
+        for step in steps:
+            step(root)
+        return
+    fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    linux.set_fs_ids(owner, owner)
+    try:
+        for step in steps:
+            step(f"/proc/self/fd/{fd}")
+    finally:
+        linux.set_fs_ids(0, 0)
+        os.close(fd)
+
+
+def finish(plan, channels, root: str) -> None:
+    """From the container's own copy of the tree to exec: /proc and the rest of the API
+    file systems, the console, the handshake with the supervisor, cgroups, pivot_root."""
+    sync = channels.sync
     with intree.at(root, "/run/host") as host:  # in our /run tmpfs
         mounts.bind_socket(channels.notify, host + "/notify")
     from . import fsplan
     for op in fsplan.own_mounts(plan.network.private, plan.mounts.api_vfs_writable):
         op.execute(root)
     master, console_pts = setup_console(plan, root) if plan.console.mode != "pipe" else (None, None)
-    if settings.volatile == "state":
+    if plan.settings.volatile == "state":
         mounts.bind_remount(root, MS_RDONLY)
-    kmsg = mounts.mask_with_file(root, "/proc/kmsg", b"", fifo=True)
+    kmsg_fifo, kmsg = kernelfs.held_fifo(root, "/proc/kmsg")
     fds = [fd for fd in (master, kmsg) if fd is not None]
     sync.sendmsg([protocol.ready(master is not None, kmsg is not None)],
                  protocol.fds_to_send(fds))
@@ -89,47 +139,44 @@ def _prepare(plan, channels) -> None:
     linux.unshare(linux.CLONE_NEWCGROUP)
     mount_cgroups(root, plan.mounts.cgroups, plan.userns is not None)
     mask_proc_files(root)
+    if kmsg_fifo:   # after the cgroups and boot_id, as nspawn covers it
+        kernelfs.cover_with_fifo(root, "/proc/kmsg", kmsg_fifo)
     pivot(root)
     payload.start(plan, console_pts)
 
 
-def build_tree(plan, channels, root: str, custom: list) -> None:
-    """Everything nspawn puts on the tree before the container gets its own copy of it."""
-    from . import fsplan
-    label = plan.settings.selinux_apifs_context
-    for op in mounts.labelled(fsplan.tree_mounts(plan.network.private, plan.userns is not None,
-                                                 channels.sysfs_fd, plan.mounts.api_vfs_writable),
-                              label):
-        op.execute(root)
-    if plan.host.os_release:
-        with intree.at(root, "/run/host", "dir") as host:  # in our /run tmpfs
-            mounts.touch(host + "/os-release")
-            linux.mount(plan.host.os_release, host + "/os-release", None, MS_BIND)
-            mounts.bind_remount(host + "/os-release", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    if plan.mounts.tunnel:
-        from . import tunnel
-        tunnel.incoming(root, plan.mounts.tunnel, channels.tunnel_fd)
-    for op in mounts.labelled(custom, label):
-        op.execute(root)
-    for step in plan.mounts.tree_steps:
-        step(root)
-    write_run_host(plan, root)
+def run_in_userns(plan, channels) -> None:
+    """PID 1 with --private-users, cloned by the set-up process (pid1/setup_process.py)
+    into the new namespaces with the built tree as its working directory. Never returns."""
+    try:
+        _start_process()
+        wait_for_userns(channels.sync)
+        become_root()
+        if plan.network.netns_fd is not None:
+            try:
+                linux.setns(plan.network.netns_fd, linux.CLONE_NEWNET)
+            except OSError as e:  # nspawn 252's words, from its PID 1 and then from itself
+                raise OSError(e.errno, f"Failed to join network namespace: {os.strerror(e.errno)}"
+                                       "\nChild died too early.") from None
+        finish(plan, channels, own_tree())
+        os._exit(1)
+    except BaseException as e:  # noqa: BLE001 - everything is reported, nothing escapes
+        report(channels.sync, _describe(e))
+        os._exit(1)
 
 
-def own_copy(plan, root: str) -> str:
-    """A mount namespace of our own, copied from the one the tree was built in: it lists
-    the mounts in tree order, as nspawn's container (made by clone()) does. A root reached
-    through a descriptor (a mount of the old namespace) is reached again through our
-    working directory, which the copy carries over."""
-    if root.startswith("/proc/self/fd/"):
-        os.chdir(root)
-        root = "/proc/self/cwd"
-    linux.unshare(linux.CLONE_NEWNS)
-    if plan.userns is not None:
-        # nspawn's container gets a user namespace's copy: its mounts lose their peers
-        # (and incoming its master) and are made shared again, each in a group of its own.
-        linux.mount(None, root, None, MS_REC | MS_PRIVATE)
-        linux.mount(None, root, None, MS_REC | MS_SHARED)
+def own_tree() -> str:
+    """Our copy of the tree (the working directory) is locked, as a user namespace's copy of
+    more privileged mounts is, and pivot_root refuses a locked new root: a recursive copy of
+    it on top is ours (its mounts keep their locked flags: a read-only /sys stays so). Its
+    mounts lose their peers, as nspawn's do, and are made shared again, each on its own."""
+    tree = linux.open_tree(".", linux.OPEN_TREE_CLONE | linux.OPEN_TREE_CLOEXEC | linux.AT_RECURSIVE)
+    linux.move_mount(tree, ".")
+    os.fchdir(tree)
+    os.close(tree)
+    root = "/proc/self/cwd"
+    linux.mount(None, root, None, MS_REC | MS_PRIVATE)
+    linux.mount(None, root, None, MS_REC | MS_SHARED)
     return root
 
 
@@ -143,31 +190,18 @@ def make_read_only(root: str) -> None:
         os.close(fd)
 
 
-def wait_for_userns(sync):
-    """Wait until the supervisor wrote our UID/GID maps and fixed up the tree's
-    ownership. Returns the ID-mapped root mount it sent, if any."""
-    message, ancdata, _, _ = sync.recvmsg(16, _socket_cmsg_space(), protocol.MSG_CMSG_CLOEXEC)
-    if message != protocol.USERNS_SET:
+def wait_for_userns(sync) -> None:
+    """Wait until the supervisor wrote our UID/GID maps."""
+    if sync.recv(16) != protocol.USERNS_SET:
         os._exit(1)
-    fds = protocol.received_fds(ancdata)
-    return fds[0] if fds else None
 
 
-def become_root(root: str) -> str:
-    """Become the namespace's root, so what we create is the container root's. Our
-    host identity no longer opens the way to the tree then (its parent directories may
-    be private): the rest of the set-up reaches it through a descriptor opened before."""
-    fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+def become_root() -> None:
+    """Become the namespace's root, so what we create is the container root's."""
     os.setgroups([])
     os.setresgid(0, 0, 0)
     os.setresuid(0, 0, 0)
     linux.prctl(linux.PR_SET_PDEATHSIG, SIGKILL)  # a credential change clears it
-    return f"/proc/self/fd/{fd}"
-
-
-def _socket_cmsg_space() -> int:
-    import _socket
-    return _socket.CMSG_SPACE(4)
 
 
 def setup_root(plan, idmapped_root) -> str:
@@ -249,13 +283,12 @@ def _write_run_host(plan, host: str) -> None:
 
 
 def mask_proc_files(root: str) -> None:
-    """A boot ID of the container's own (/proc/kmsg is masked before READY, which hands the
-    supervisor the FIFO's held ends)."""
+    """A boot ID of the container's own."""
     boot_id = os.urandom(16)
     boot_id = bytes([*boot_id[:6], (boot_id[6] & 0x0F) | 0x40, boot_id[7],
                      (boot_id[8] & 0x3F) | 0x80, *boot_id[9:]]).hex()
     dashed = f"{boot_id[:8]}-{boot_id[8:12]}-{boot_id[12:16]}-{boot_id[16:20]}-{boot_id[20:]}\n"
-    mounts.mask_with_file(root, "/proc/sys/kernel/random/boot_id", dashed.encode())
+    kernelfs.mask_with_file(root, "/proc/sys/kernel/random/boot_id", dashed.encode())
 
 
 def mount_cgroups(root: str, layout, userns: bool) -> None:

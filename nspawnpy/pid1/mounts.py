@@ -80,33 +80,19 @@ def labelled(ops, label):
 
 
 class Bind(Op):
-    """Bind `source` (a host path, or a container path with '+') onto `where`."""
-    opened_source = None   # /proc/self/fd/N of the host source, see with_host_source_open()
+    """Bind `source` (a host path, or a container path with '+') onto `where`. Run with the
+    host's privileges (PID 1 without a user namespace, else the set-up process), so a source
+    in a directory only the host's root may enter binds as with nspawn."""
 
     def __init__(self, source, where, read_only=False, recursive=True, in_container=False):
         self.source, self.where, self.read_only = source, where, read_only
         self.recursive, self.in_container = recursive, in_container
 
-    def with_host_source_open(self) -> "Bind":
-        """This bind, its host source opened while PID 1 still has the host's root identity:
-        under -U it becomes the namespace's root, which may not enter the private directories
-        the source sits in (nspawn binds those fine)."""
-        if self.in_container:
-            return self
-        try:
-            fd = os.open(self.source, os.O_PATH | os.O_CLOEXEC)
-        except OSError:
-            return self   # execute() reports it
-        import copy  # here, not at the top: it imports weakref, for binds only
-        opened = copy.copy(self)
-        opened.opened_source = f"/proc/self/fd/{fd}"
-        return opened
-
     def execute(self, root):
         import stat
         try:  # a '+' source is the container's: resolved in the tree, as nspawn does
             fd = intree.resolve(root, self.source) if self.in_container else \
-                os.open(self.opened_source or self.source, os.O_PATH | os.O_CLOEXEC)
+                os.open(self.source, os.O_PATH | os.O_CLOEXEC)
         except OSError as e:
             raise OSError(e.errno, f"Failed to stat {self.source}: {os.strerror(e.errno)}") from None
         try:
@@ -118,11 +104,6 @@ class Bind(Op):
             os.close(fd)
         if self.read_only:
             intree.remount(root, self.where, MS_RDONLY)
-
-
-def open_host_sources(ops: list) -> list:
-    """*ops* with the host sources of their binds opened (before leaving the host's identity)."""
-    return [op.with_host_source_open() if isinstance(op, Bind) else op for op in ops]
 
 
 class ReadOnly(Op):
@@ -145,11 +126,13 @@ class ReadOnly(Op):
 class SelfBind(Op):
     """Bind a (new) directory onto itself, so it can be made read-only later (/run/host)."""
 
-    def __init__(self, where):
-        self.where = where
+    def __init__(self, where, owner=None):
+        self.where, self.owner = where, owner
 
     def execute(self, root):
         with intree.at(root, self.where, "dir") as target:
+            if self.owner is not None:   # (target is a descriptor's /proc link: followed)
+                os.chown(target, self.owner, self.owner)
             linux.mount(target, target, None, MS_BIND)
 
 
@@ -247,45 +230,57 @@ def base_filesystem(root: str) -> None:
                 pass
 
 
-def populate_dev(root: str, bind_host: bool = False) -> None:
+def populate_dev(root: str, owner=None) -> None:
     """The device nodes and links nspawn gives every container (/dev/net/tun 0600 as in
-    nspawn). In a user namespace mknod is not allowed: the host's nodes are bind-mounted
-    onto empty files instead."""
+    nspawn). With a user namespace they are made by the set-up process, which still has the
+    host's privileges, and handed to the container's root (`owner`) as nspawn hands them:
+    nodes, directories and the /dev links, not the links in /dev/char."""
     with intree.at(root, "/dev") as dev:  # our tmpfs: everything below it is ours
-        _populate_dev(dev, bind_host)
+        give(_populate_dev(dev), owner)
 
 
-def _populate_dev(dev: str, bind_host: bool) -> None:
+def _populate_dev(dev: str) -> list:
+    import stat
     old = os.umask(0)
     try:
-        import stat
-        os.makedirs(dev + "/net", 0o755, exist_ok=True)
-        os.makedirs(dev + "/char", 0o755, exist_ok=True)
+        made = [dev + "/net", dev + "/char"]
+        for path in made:
+            os.makedirs(path, 0o755, exist_ok=True)
         for name, major, minor in DEV_NODES:
             mode = 0o600 if name == "net/tun" else 0o666
-            if bind_host:
-                if not os.path.exists(f"/dev/{name}"):
-                    continue
-                touch(f"{dev}/{name}", mode)
-                linux.mount(f"/dev/{name}", f"{dev}/{name}", None, MS_BIND)
-            else:
-                os.mknod(f"{dev}/{name}", stat.S_IFCHR | mode, os.makedev(major, minor))
+            os.mknod(f"{dev}/{name}", stat.S_IFCHR | mode, os.makedev(major, minor))
+            made.append(f"{dev}/{name}")
             os.symlink(f"../{name}", f"{dev}/char/{major}:{minor}")
         os.symlink("/proc/self/fd", dev + "/fd")
+        made.append(dev + "/fd")
         for i, name in enumerate(("stdin", "stdout", "stderr")):
             os.symlink(f"/proc/self/fd/{i}", f"{dev}/{name}")
+            made.append(f"{dev}/{name}")
+        return made
     finally:
         os.umask(old)
 
 
-def ptmx_link(root: str) -> None:
+def give(paths: list, owner) -> None:
+    """Hand what the set-up process made to the container's root (no-op without userns)."""
+    if owner is not None:
+        for path in paths:
+            os.lchown(path, owner, owner)
+
+
+def ptmx_link(root: str, owner=None) -> None:
+    """/dev/ptmx -> pts/ptmx (it and devpts' root and ptmx node are the container root's)."""
     with intree.at(root, "/dev") as dev:  # our tmpfs
         os.symlink("pts/ptmx", dev + "/ptmx")
+        give([dev + "/pts", dev + "/ptmx", dev + "/pts/ptmx"], owner)
 
 
-def populate_inaccessible(root: str) -> None:
+def populate_inaccessible(root: str, owner=None) -> None:
     with intree.at(root, "/run/host", "dir") as host:  # in our /run tmpfs
-        _populate_inaccessible(host + "/inaccessible")
+        base = host + "/inaccessible"
+        _populate_inaccessible(base)
+        give([base] + [f"{base}/{name}" for name in ("reg", "dir", "fifo", "sock", "chr", "blk")],
+             owner)
 
 
 def _populate_inaccessible(base: str) -> None:
@@ -296,16 +291,13 @@ def _populate_inaccessible(base: str) -> None:
         os.mkdir(base + "/dir", 0)
         touch(base + "/reg", 0)
         os.mkfifo(base + "/fifo", 0)
-        for name, kind in (("chr", stat.S_IFCHR), ("blk", stat.S_IFBLK)):
-            try:
-                os.mknod(f"{base}/{name}", kind, os.makedev(0, 0))
-            except PermissionError:  # in a user namespace: the systemd inside makes its own
-                pass
         import _socket
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         bind_socket(sock, base + "/sock")
         sock.close()
         os.chmod(base + "/sock", 0)
+        for name, kind in (("chr", stat.S_IFCHR), ("blk", stat.S_IFBLK)):
+            os.mknod(f"{base}/{name}", kind, os.makedev(0, 0))
     finally:
         os.umask(old)
 
@@ -327,30 +319,3 @@ def write_file(path: str, data: bytes, mode: int = 0o644) -> None:
         os.write(fd, data)
     finally:
         os.close(fd)
-
-
-def mask_with_file(root: str, where: str, data: bytes, fifo: bool = False) -> int | None:
-    """Cover a /proc file with a private one made in /run and unlinked again (boot_id,
-    kmsg), named as nspawn names it: /run/.#proc-sys-kernel-random-boot-idXXXXXXXXXXXXXXXX.
-    For a FIFO, returns an fd holding both of its ends open (close-on-exec): whoever keeps it
-    lets the container open the FIFO either way without blocking, as nspawn's does."""
-    if not intree.exists(root, where):
-        return None
-    name = where.strip("/").replace("/", "-").replace("_", "-")
-    held = None
-    with intree.at(root, "/run") as run:  # our tmpfs
-        private = f"{run}/.#{name}{os.urandom(8).hex()}"
-        if fifo:
-            os.mkfifo(private, 0o600)
-        else:
-            write_file(private, data, 0o444)
-        try:
-            with intree.at(root, where) as target:
-                linux.mount(private, target, None, MS_BIND)
-            if fifo:
-                held = os.open(private, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-        finally:
-            os.unlink(private)
-    if not fifo:
-        intree.remount(root, where, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    return held

@@ -52,13 +52,15 @@ def _build(settings, cleanups: list) -> ContainerPlan:
     steps = _etc_steps(settings) + [s for s in (link_journal(
         settings, tree.root, machine.uuid),) if s]
     from ..supervisor import cgroup
-    from ..config.environ import api_vfs_writable
-    mounts = Mounts(custom, tuple(steps), cgroup.container_mounts(tree.root), tunnel,
-                    api_vfs_writable())
+    from ..config import environ
+    mounts = Mounts(custom, tuple(steps),
+                    cgroup.container_mounts(tree.root, as_pid2=settings.as_pid2), tunnel,
+                    environ.api_vfs_writable(), environ.env_bool("SYSTEMD_NSPAWN_TMPFS_TMP", True))
     return ContainerPlan(settings=settings, tree=tree, machine=machine, console=console,
                          mounts=mounts, network=network, host=_host(), userns=userns,
                          kept_caps=kept_caps, seccomp=seccomp, credentials=credentials,
-                         registration=registration, cleanups=cleanups)
+                         registration=registration, shared_ns=environ.shared_namespaces(),
+                         cleanups=cleanups)
 
 
 def _tree(settings, cleanups: list) -> tuple[Tree, str]:
@@ -78,7 +80,8 @@ def _tree(settings, cleanups: list) -> tuple[Tree, str]:
         populate_from_template(settings.template, root)
     trees.check_tree(root, settings)
     root = os.path.realpath(root)
-    lock_fd = trees.lock_tree(root)
+    from ..config.environ import lock_trees
+    lock_fd = trees.lock_tree(root) if lock_trees() else None
     ephemeral_dir = None
     if settings.ephemeral:
         from .snapshot import ephemeral_layer

@@ -12,7 +12,7 @@ from ..record import Record
 class Tree(Record):
     """The directory the container runs on, locked against a second nspawnpy."""
     root: str                          # real path on the host
-    lock_fd: int                       # flock on the tree itself
+    lock_fd: int | None                # flock on the tree itself (None: $SYSTEMD_NSPAWN_LOCK=0)
     ephemeral_dir: str | None = None   # --ephemeral: overlay upper/work, next to the tree
 
 
@@ -41,6 +41,7 @@ class Mounts(Record):
     cgroups: object = None             # cgroup.container_mounts(): what /sys/fs/cgroup shows
     tunnel: str | None = None          # host end of machinectl bind's propagation tunnel
     api_vfs_writable: object = False   # $SYSTEMD_NSPAWN_API_VFS_WRITABLE: False, True, "network"
+    tmp_tmpfs: bool = True             # a tmpfs on /tmp ($SYSTEMD_NSPAWN_TMPFS_TMP)
 
 
 class Network(Record):
@@ -69,6 +70,7 @@ class ContainerPlan(Record):
     credentials: tuple = ()            # (name, bytes) pairs
     userns: object = None              # supervisor.userns.Userns, or None
     registration: object = None        # supervisor.register.Registration, or None
+    shared_ns: frozenset = frozenset()  # host namespaces kept ($SYSTEMD_NSPAWN_SHARE_*)
     # Undo what the host side made (ephemeral layer, UID range lock, scratch trees, tunnel);
     # run once at the very end, by the supervisor or, if it was killed, the janitor.
     cleanups: list = None

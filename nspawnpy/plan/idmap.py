@@ -30,8 +30,10 @@ def idmapped_clone(source: str, option: str, recursive: bool, userns, where: str
     destination on the host) only names it in errors, with nspawn's wording."""
     base, size = (userns.base, userns.size) if userns is not None else (0, 0x10000)
     if option == "idmap" and userns is None:
-        raise UserError(f"Failed to map ids for bind mount {where}: Invalid argument")
-    ns_fd = _userns_fd(mapping(option, source, base, size))
+        # nspawn writes an empty map for it (no -U: a range of size 0) and says so twice
+        raise UserError("Failed to write UID map: Invalid argument\n"
+                        f"Failed to map ids for bind mount {where}: Invalid argument")
+    ns_fd = mapping_userns(mapping(option, source, base, size))
     tree = None
     try:
         tree = linux.open_tree(source, linux.OPEN_TREE_CLONE | linux.OPEN_TREE_CLOEXEC
@@ -48,7 +50,7 @@ def idmapped_clone(source: str, option: str, recursive: bool, userns, where: str
         os.close(ns_fd)
 
 
-def _userns_fd(line: str) -> int:
+def mapping_userns(line: str) -> int:
     """An fd of a fresh user namespace with *line* as its UID and GID map (a child makes the
     namespace and waits while we write the maps and open it)."""
     ready_r, ready_w = os.pipe()

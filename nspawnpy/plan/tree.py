@@ -71,6 +71,10 @@ def kept_capabilities(settings) -> int:
     kept = caps.DEFAULT
     if settings.private_net:
         kept |= 1 << caps.CAP_NET_ADMIN
+    elif settings.private_users not in (None, "no"):
+        # nspawn's: in a user namespace that does not own the (host's) network namespace,
+        # binding low ports is not possible anyway
+        kept &= ~(1 << caps.BY_NAME["cap_net_bind_service"])
     kept |= settings.capability
     kept &= ~settings.drop_capability
     return kept

@@ -109,13 +109,13 @@ def _shared_library_version(name: str) -> int:
     return int(rest[:digits]) if digits and rest[digits:digits + 1] in (".", "-") else 0
 
 
-def container_mounts(root: str, entries=None):
+def container_mounts(root: str, entries=None, as_pid2: bool = False):
     """What PID 1's mount_cgroups mounts: 'unified', or [(dir, fstype, options, writable)].
 
     As nspawn: $SYSTEMD_NSPAWN_UNIFIED_HIERARCHY decides if set; otherwise a unified host
     gives cgroup2, and a hybrid one gives the v1 controllers plus, for a tree whose systemd
     copes with it, the cgroup2 tree at unified/ (its own subtree through the cgroup
-    namespace); name=systemd comes last."""
+    namespace), or for -a, whose PID 1 is our stub; name=systemd comes last."""
     from ..config.environ import env_bool
     entries = entries if entries is not None else read_self()
     kind = layout(entries)
@@ -124,15 +124,34 @@ def container_mounts(root: str, entries=None):
         kind = "unified" if forced else "legacy"
     if kind == "unified":
         return "unified"
+    if not env_bool("SYSTEMD_NSPAWN_USE_CGNS", True):
+        check_v1_without_cgns()
     result = []
     for hierarchy, controllers, _ in entries:
         if hierarchy != "0" and controllers and not controllers.startswith("name="):
             result.append((controllers, "cgroup", controllers, False))
-    if kind == "hybrid" and guest_systemd_version(root) >= HYBRID_SINCE:
+    # With -a nspawn's own stub is PID 1: the host's layout decides, not the tree's systemd.
+    if kind == "hybrid" and (as_pid2 or guest_systemd_version(root) >= HYBRID_SINCE):
         result.append(("unified", "cgroup2", None, True))
     if any(controllers == "name=systemd" for _, controllers, _ in entries):
         result.append(("systemd", "cgroup", "none,name=systemd", True))
     return result
+
+
+def check_v1_without_cgns() -> None:
+    """$SYSTEMD_NSPAWN_USE_CGNS=0 on a legacy/hybrid host: nspawn 252 then mounts each of the
+    kernel's controllers from where the host has it, and fails on the first one the host does
+    not mount (as on this kind of machine); we fail as it does. (Where every controller is
+    mounted nspawn would show the host's hierarchies; nspawnpy keeps the cgroup namespace.)"""
+    from ..errors import UserError
+    try:
+        with open("/proc/cgroups") as f:
+            lines = [line.split() for line in f if not line.startswith("#")]
+    except OSError:
+        return
+    for fields in lines:
+        if len(fields) >= 4 and fields[3] == "1" and not os.path.lexists(f"{ROOT}/{fields[0]}"):
+            raise UserError(f"Failed to read link {ROOT}/{fields[0]}: No such file or directory")
 
 
 def _attach(directory: str, pid: int) -> None:

@@ -17,13 +17,11 @@ JANITOR_RENEWAL = 1.0  # seconds after the go-ahead: the container has settled
 
 
 class Channels:
-    """The per-run ends PID 1 takes with it through clone(): the sync socket (protocol.py),
-    the notify socket it binds at /run/host/notify, and, in a user namespace, mounts made
-    for it (a sysfs, a detached bind of the tunnel's host end)."""
+    """The per-run ends PID 1 takes with it through clone(): the sync socket (protocol.py)
+    and the notify socket it binds at /run/host/notify."""
 
-    def __init__(self, sync, notify, sysfs_fd, tunnel_fd=None):
-        self.sync, self.notify, self.sysfs_fd = sync, notify, sysfs_fd
-        self.tunnel_fd = tunnel_fd
+    def __init__(self, sync, notify):
+        self.sync, self.notify = sync, notify
 
 
 def run(plan) -> int:
@@ -49,7 +47,11 @@ def run_cleanups(cleanups: list) -> None:
 
 
 def clone_flags(plan) -> int:
-    flags = linux.CLONE_NEWNS | linux.CLONE_NEWPID | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC
+    flags = linux.CLONE_NEWNS
+    for kind, flag in (("pid", linux.CLONE_NEWPID), ("uts", linux.CLONE_NEWUTS),
+                       ("ipc", linux.CLONE_NEWIPC)):
+        if kind not in plan.shared_ns:   # $SYSTEMD_NSPAWN_SHARE_NS_*: keep the host's
+            flags |= flag
     network = plan.network.plan
     if network is not None and network.needs_netns and not plan.settings.network_namespace_path:
         flags |= linux.CLONE_NEWNET
@@ -65,12 +67,6 @@ def run_once(plan) -> int:
                             _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC | _socket.SOCK_NONBLOCK)
     notify.setsockopt(_socket.SOL_SOCKET, _socket.SO_PASSCRED, 1)
     flags = clone_flags(plan)
-    sysfs_fd = None
-    if plan.userns is not None and not flags & linux.CLONE_NEWNET:
-        # sysfs can only be mounted from a user namespace that owns the network
-        # namespace: without one of its own, the container gets ours, made here.
-        sysfs_fd = linux.fsmount_new("sysfs", linux.MOUNT_ATTR_RDONLY | linux.MOUNT_ATTR_NOSUID
-                                     | linux.MOUNT_ATTR_NODEV | linux.MOUNT_ATTR_NOEXEC)
     if not plan.settings.quiet:
         log(f"Spawning container {plan.machine.name} on {plan.tree.root}.")
         if plan.console.mode != "pipe":
@@ -78,10 +74,7 @@ def run_once(plan) -> int:
         from ..pid1.caps import current_bounding
         if plan.kept_caps & ~current_bounding():
             log("Some capabilities will not be set because they are not in the current bounding set.")
-    tunnel_fd = None
-    if plan.userns is not None and plan.mounts.tunnel:
-        # PID 1 in a user namespace may not walk there itself: a detached bind for it.
-        tunnel_fd = linux.open_tree(plan.mounts.tunnel, linux.OPEN_TREE_CLONE | linux.OPEN_TREE_CLOEXEC)
+    idmap = plan.userns.prepare_tree(plan.tree.root) if plan.userns is not None else None
     sys.stdout.flush()
     import gc
     from ..pid1 import caps
@@ -89,16 +82,41 @@ def run_once(plan) -> int:
     # The set-up's objects are frozen: no later collection in the supervisor, PID 1 or
     # the janitor walks them, so their pages stay shared copy-on-write.
     gc.freeze()
-    pid = linux.clone(flags)
-    if pid == 0:
-        sync.close()
-        from ..pid1 import main as pid1
-        pid1.run(plan, Channels(child_sync, notify, sysfs_fd, tunnel_fd))
-    child_sync.close()
-    for fd in (sysfs_fd, tunnel_fd):
-        if fd is not None:
-            os.close(fd)
+    if plan.userns is None:
+        pid = linux.clone(flags)
+        if pid == 0:
+            sync.close()
+            from ..pid1 import main as pid1
+            pid1.run(plan, Channels(child_sync, notify))
+        child_sync.close()
+    else:
+        pid = start_in_userns(plan, flags, sync, child_sync, notify, idmap)
     return Supervisor(plan, pid, sync, notify).run()
+
+
+def start_in_userns(plan, flags: int, sync, child_sync, notify, idmap) -> int:
+    """With a user namespace PID 1 is made as nspawn makes it: a set-up process in a mount
+    namespace of its own builds the tree with the host's privileges (device nodes, sysfs,
+    tmpfs owned by the container's root) and then clones PID 1 into the new namespaces,
+    whose copy of the tree the kernel locks (a read-only /sys stays read-only). Returns
+    PID 1's PID (it is our child: CLONE_PARENT)."""
+    outer = linux.clone(linux.CLONE_NEWNS)
+    if outer == 0:
+        sync.close()
+        from ..pid1 import setup_process
+        setup_process.run(plan, Channels(child_sync, notify), flags | linux.CLONE_PARENT, idmap)
+    child_sync.close()
+    if idmap is not None:
+        idmap.close()
+    try:
+        message = sync.recv(4096)
+    finally:
+        os.waitpid(outer, 0)
+    if message.startswith(protocol.ERROR):
+        raise UserError(message[1:].decode(errors="replace"))
+    if not message.startswith(protocol.PID1):
+        raise UserError("Child died too early.")
+    return int(message[1:])
 
 
 class Supervisor(Events):
@@ -186,19 +204,15 @@ class Supervisor(Events):
         self.console_master, self.kmsg_fifo = protocol.ready_fds(message, fds)
 
     def enter_userns(self) -> None:
-        """Write PID 1's UID/GID maps and fix up the tree's ownership; PID 1 waits for it."""
+        """Write PID 1's UID/GID maps; PID 1 waits for it."""
         userns = self.plan.userns
         if userns is None:
             return
         userns.write_maps(self.pid)
-        tree = userns.apply(self.pid, self.plan.tree.root)
-        fds = [] if tree is None else [tree]
         try:
-            self.sync.sendmsg([protocol.USERNS_SET], protocol.fds_to_send(fds))
+            self.sync.send(protocol.USERNS_SET)
         except OSError:
             pass  # PID 1 is gone; receive_ready() says why
-        if tree is not None:
-            os.close(tree)
 
     # start() runs these steps in this order, from PID 1's clone to its go-ahead: (step,
     # what it needs from earlier steps, what it produces). tests/test_layout.py checks that

@@ -2,8 +2,8 @@
 two containers off the same picked range, and making the tree's ownership fit the
 range (recursive chown, or an ID-mapped mount of the root) — nspawn 252's rules.
 
-Host side only: `resolve()` runs before the container starts, `Userns.apply()` in
-the supervisor once PID 1 exists (it needs PID 1's user namespace for the maps).
+Host side only: `resolve()` runs before the container starts, `Userns.prepare_tree()` in the
+supervisor before the set-up process is cloned, `write_maps()` once PID 1 exists.
 
 Runs in: the host side before clone (resolve) and the supervisor (maps, ownership).
 """
@@ -51,31 +51,52 @@ class Userns:
             with open(f"/proc/{pid}/{name}", "w") as f:
                 f.write(self.map_line())
 
-    def apply(self, pid: int, root: str) -> int | None:
-        """Fix up ownership for PID 1's namespace: returns an ID-mapped clone of the
-        root (a mount fd for PID 1 to put in place of its bind mount) or None."""
+    def prepare_tree(self, root: str):
+        """Fix up the tree's ownership before the container starts: an ID-mapped clone of
+        its root for the set-up process to put in place of its bind mount (an IdMap), or a
+        recursive chown (None)."""
         if self.ownership in ("map", "auto") and self.base != 0:
             from .. import linux
+            from ..plan.idmap import mapping_userns
             tree = userns_fd = None
             try:
+                # As nspawn's: the host's root also maps (to the last ID), so that the set-up
+                # process can create files through the ID-mapped tree.
+                userns_fd = mapping_userns(f"{self.map_line()}{HOST_ROOT_ALIAS} 0 1\n")
                 tree = linux.open_tree(root, linux.OPEN_TREE_CLONE | linux.OPEN_TREE_CLOEXEC)
-                userns_fd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
                 linux.mount_setattr(tree, linux.MOUNT_ATTR_IDMAP, userns_fd)
-                return tree
+                return IdMap(tree, userns_fd)
             except OSError as e:
-                if tree is not None:
-                    os.close(tree)
+                for fd in (tree, userns_fd):
+                    if fd is not None:
+                        os.close(fd)
                 if e.errno not in (22, 95):  # EINVAL, EOPNOTSUPP: the fs or kernel can't
                     raise UserError(f"Failed to set up ID mapped mounts: {e.strerror}") from None
                 if self.ownership == "map":
                     raise UserError("ID mapped mounts are apparently not available, sorry.") from None
                 self.ownership = "chown"
-            finally:
-                if userns_fd is not None:
-                    os.close(userns_fd)
         if self.ownership == "chown":
             patch_tree(root, self.base, self.size)
         return None
+
+
+HOST_ROOT_ALIAS = 2147483646
+
+
+class IdMap:
+    """The tree's ID-mapped root mount and the user namespace that maps it (both fds)."""
+
+    def __init__(self, tree: int, userns_fd: int):
+        self.tree, self.userns_fd = tree, userns_fd
+
+    def close(self) -> None:
+        for fd in (self.tree, self.userns_fd):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self.tree = self.userns_fd = None
 
 
 def resolve(settings, root: str, machine: str, cleanups: list):
