@@ -36,8 +36,18 @@ def resolv_conf_step(mode: str, private_net: bool, read_only: bool):
     how, _, what = mode.partition("-")
     source = _host_resolv_source(what)
     if not os.path.exists(source):
-        return None
+        return _missing_source("resolv.conf", source, how)
     return _install("resolv.conf", source, how, shown_source=source)
+
+
+def _missing_source(name: str, source: str, how: str):
+    """The host file is missing: nspawn still makes the bind's mount point, says the bind
+    failed and falls back to a copy, which fails too (naming /etc/NAME whatever the source)."""
+    def missing(root, etc, shown) -> None:
+        if how == "bind":
+            _bind(root, f"/etc/{name}", source, source)
+        _warn(f"Failed to copy /etc/{name} to {shown}/{name}, ignoring: {os.strerror(2)}")
+    return EtcStep(name, missing)
 
 
 def timezone_step(mode: str, read_only: bool):

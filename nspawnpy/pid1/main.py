@@ -15,6 +15,7 @@ from . import exec_payload as payload, kernelfs, mounts
 
 SIGKILL, SIGPIPE, SIGXFSZ = 9, 13, 25
 MS_STRICTATIME = 1 << 24
+VOLATILE_TMPFS = "mode=755,size=25%,nr_inodes=1m"   # nspawn's, for --volatile's tmpfs
 TIOCSCTTY, TIOCSPTLCK, TIOCGPTN, TIOCSWINSZ = 0x540E, 0x40045431, 0x80045430, 0x5414
 
 
@@ -125,8 +126,6 @@ def finish(plan, channels, root: str) -> None:
     for op in fsplan.own_mounts(plan.network.private, plan.mounts.api_vfs_writable):
         op.execute(root)
     master, console_pts = setup_console(plan, root) if plan.console.mode != "pipe" else (None, None)
-    if plan.settings.volatile == "state":
-        mounts.bind_remount(root, MS_RDONLY)
     kmsg_fifo, kmsg = kernelfs.held_fifo(root, "/proc/kmsg")
     fds = [fd for fd in (master, kmsg) if fd is not None]
     sync.sendmsg([protocol.ready(master is not None, kmsg is not None)],
@@ -220,15 +219,16 @@ def setup_root(plan, idmapped_root) -> str:
         linux.mount(None, root, None, MS_SLAVE)
     else:
         linux.mount(root, root, None, MS_BIND | MS_REC)
-    if volatile == "state":
-        mounts.Mount("/var", "tmpfs", "mode=0755", MS_NOSUID | MS_NODEV).execute(root)
+    if volatile == "state":   # a read-only tree (from the start, as in nspawn), /var fresh
+        make_read_only(root)
+        mounts.Mount("/var", "tmpfs", VOLATILE_TMPFS, MS_STRICTATIME).execute(root)
     if volatile in ("no", "state") and not ephemeral_dir:
         return root
     original = f"/proc/self/fd/{os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)}"
     if ephemeral_dir:
         upper = ephemeral_dir
     else:
-        linux.mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
+        linux.mount("tmpfs", root, "tmpfs", MS_STRICTATIME, VOLATILE_TMPFS)
         if volatile == "yes":
             os.mkdir(root + "/usr", 0o755)  # in the fresh tmpfs; the tree's /usr resolved in it
             with intree.at(original, "/usr") as usr:
