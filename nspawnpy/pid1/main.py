@@ -59,6 +59,11 @@ def _prepare(plan, channels) -> None:
     if plan.network.netns_fd is not None:
         linux.setns(plan.network.netns_fd, linux.CLONE_NEWNET)
     root = build(plan, None)
+    if root.startswith("/proc/self/fd/"):
+        # (--pivot-root) a descriptor of the old namespace's mount: reached again through
+        # our working directory, which the copy below carries over
+        os.chdir(root)
+        root = "/proc/self/cwd"
     linux.unshare(linux.CLONE_NEWNS)  # our own copy: it lists the mounts in tree order
     finish(plan, channels, root)
 
