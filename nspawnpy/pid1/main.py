@@ -303,6 +303,8 @@ def mount_cgroups(root: str, layout, userns: bool) -> None:
     leaves it to ownership); cgroup2 on a unified one."""
     if layout is None:
         return
+    if layout[0] == "missing":   # $SYSTEMD_NSPAWN_USE_CGNS=0 where nspawn fails
+        raise OSError(2, f"Failed to read link {layout[1]}: No such file or directory")
     flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
     if layout == "unified":
         intree.mount(root, "/sys/fs/cgroup", "cgroup", "cgroup2", flags, create=None)

@@ -110,7 +110,8 @@ def _shared_library_version(name: str) -> int:
 
 
 def container_mounts(root: str, entries=None, as_pid2: bool = False):
-    """What PID 1's mount_cgroups mounts: 'unified', or [(dir, fstype, options, writable)].
+    """What PID 1's mount_cgroups mounts: 'unified', or [(dir, fstype, options, writable)]
+    (or ("missing", path): nspawn's failure without a cgroup namespace).
 
     As nspawn: $SYSTEMD_NSPAWN_UNIFIED_HIERARCHY decides if set; otherwise a unified host
     gives cgroup2, and a hybrid one gives the v1 controllers plus, for a tree whose systemd
@@ -125,7 +126,9 @@ def container_mounts(root: str, entries=None, as_pid2: bool = False):
     if kind == "unified":
         return "unified"
     if not env_bool("SYSTEMD_NSPAWN_USE_CGNS", True):
-        check_v1_without_cgns()
+        missing = unmounted_controller()
+        if missing:
+            return ("missing", missing)
     result = []
     for hierarchy, controllers, _ in entries:
         if hierarchy != "0" and controllers and not controllers.startswith("name="):
@@ -138,20 +141,22 @@ def container_mounts(root: str, entries=None, as_pid2: bool = False):
     return result
 
 
-def check_v1_without_cgns() -> None:
+def unmounted_controller():
     """$SYSTEMD_NSPAWN_USE_CGNS=0 on a legacy/hybrid host: nspawn 252 then mounts each of the
-    kernel's controllers from where the host has it, and fails on the first one the host does
-    not mount (as on this kind of machine); we fail as it does. (Where every controller is
-    mounted nspawn would show the host's hierarchies; nspawnpy keeps the cgroup namespace.)"""
-    from ..errors import UserError
+    kernel's controllers from where the host has it, and fails (when it mounts the cgroups,
+    after the tree is set up) on the first one the host does not mount, as on this kind of
+    machine. Returns that one's path, for PID 1 to fail there as nspawn does. (Where every
+    controller is mounted nspawn would show the host's hierarchies; nspawnpy keeps the cgroup
+    namespace.)"""
     try:
         with open("/proc/cgroups") as f:
             lines = [line.split() for line in f if not line.startswith("#")]
     except OSError:
-        return
+        return None
     for fields in lines:
         if len(fields) >= 4 and fields[3] == "1" and not os.path.lexists(f"{ROOT}/{fields[0]}"):
-            raise UserError(f"Failed to read link {ROOT}/{fields[0]}: No such file or directory")
+            return f"{ROOT}/{fields[0]}"
+    return None
 
 
 def _attach(directory: str, pid: int) -> None:

@@ -38,12 +38,6 @@ WHOLE = "*"
 
 KNOWN: list[Known] = [
     # --- whole scenarios where only one tool runs the payload -------------------------------
-    _explained("env-no-cgns", WHOLE,
-               "a fact of this machine: nspawn 252 without a cgroup namespace expects "
-               "/sys/fs/cgroup/net_cls (a link on systemd hosts), which this host's hierarchy "
-               "lacks, and fails; nspawnpy runs"),
-    _explained("suite-boot-legacy-no-cgns", WHOLE,
-               "a fact of this machine: as env-no-cgns (no /sys/fs/cgroup/net_cls link here)"),
     _open("user-without-getent", WHOLE,
           "issue 9 #9 (refusals): nspawn 252 resolves --user= only through getent in the "
           "container and refuses without it; nspawnpy reads /etc/passwd"),
@@ -74,49 +68,25 @@ KNOWN: list[Known] = [
           "issue 9 #4: /run/host/os-release mount flags (nspawn: ro bind under a rw one)"),
     _open("*", "mountinfo./sys/fs/cgroup#0.*",
           "issue 9 #4: /sys/fs/cgroup tmpfs flags (nspawn: ro super block, no relatime)"),
-    _open("*", "mountinfo./sys/fs/cgroup/unified#*",
-          "issue 9 #4: /sys/fs/cgroup/unified missing for non-booted payloads on a hybrid "
-          "host (and present for -b where nspawn has none)"),
-    _open("*", "cgroup_writable./sys/fs/cgroup/unified",
-          "issue 9 #4: /sys/fs/cgroup/unified (see its mount)"),
     _open("*", "writable./sys/fs/cgroup/unified/cgroup.procs",
           "issue 9 #4: /sys/fs/cgroup/unified (see its mount)"),
-    _open("*volatile-yes", "mountinfo./#0.*",
-          "issue 9 #4: --volatile=yes root tmpfs flags and size (nspawn: size=25% of RAM, "
-          "no nosuid/nodev/relatime)"),
-    _open("volatile-state", "mountinfo./var#0.*",
-          "issue 9 #4: --volatile=state /var tmpfs flags and size"),
-    _open("volatile-state", "*/etc/*",
-          "issue 9 #6: with a read-only root nspawn leaves resolv.conf/localtime alone"),
 
     # --- issue 9 #5: /dev, -U ----------------------------------------------------------------
     _open("*", "dev./dev/net/tun",
           "issue 9 #5: /dev/net/tun is 0666 (nspawn: 0600); under -U nobody-owned"),
-    _open(USERNS, "dev./dev/*",
-          "issue 9 #5: under -U device nodes are host nodes bound in (nobody-owned); "
-          "nspawn's belong to the container's root"),
     _open(USERNS, "status.Cap*",
           "issue 9 #5: under -U nspawn's capability sets lack CAP_NET_BIND_SERVICE"),
     _open(USERNS, "setpriv.*",
           "issue 9 #5: under -U nspawn's capability sets lack CAP_NET_BIND_SERVICE"),
     _open(USERNS, "status.pid1_status",
           "issue 9 #5: under -U nspawn's capability sets lack CAP_NET_BIND_SERVICE"),
-    _open(USERNS, "mountinfo./dev/*",
-          "issue 9 #5: under -U device nodes are bind mounts of the host's"),
     _open(USERNS, "runhost.*",
           "issue 9 #5: under -U /run/host files are owned by the container's root "
           "(nspawn: nobody)"),
-    _open(USERNS, "mountinfo./sys/fs/cgroup/*",
-          "issue 9 #5: under -U the cgroup v1 controller mounts' writability differs"),
-    _open(USERNS, "*cgroup*",
-          "issue 9 #5: under -U the cgroup mounts' writability differs"),
     _open(USERNS, "tree./etc/localtime",
           "issue 9 #5: under -U the owner of the /etc/localtime nspawn writes"),
 
     # --- issue 9 #6: /etc --------------------------------------------------------------------
-    _open("resolv-conf-bind-*", "etc./etc/resolv.conf",
-          "issue 9 #6: --resolv-conf=bind-* whose host file is missing: nspawn leaves the "
-          "empty mount point file it made"),
 
     # --- issue 9 #7: -a stub init ------------------------------------------------------------
     _open("env-share-ns-*", "*",
