@@ -267,6 +267,17 @@ def test_overlay_empty_upper_and_container_relative_lower(inside, busybox_root):
     assert not (busybox_root / "etc/zz").exists()
 
 
+def test_overlay_container_relative_upper_takes_the_writes_and_its_work_dir_goes(inside,
+                                                                                busybox_root):
+    (busybox_root / "lower").mkdir()
+    (busybox_root / "lower/l").write_text("L\n")
+    (busybox_root / "upper").mkdir()
+    out = inside("--overlay=+/lower:+/upper:/mnt", script="cat /mnt/l; echo n > /mnt/n")
+    assert out == "L\n" and (busybox_root / "upper/n").read_text() == "n\n"
+    assert not (busybox_root / "lower/n").exists()
+    assert [p for p in os.listdir(busybox_root) if p.startswith(".#")] == []
+
+
 def test_mounts_are_ordered_by_destination(inside, hostdir):
     # Given in the "wrong" order: the bind below the tmpfs must still be visible.
     out = inside(f"--bind-ro={hostdir}:/mnt/t/inner", "--tmpfs=/mnt/t", script="cat /mnt/t/inner/file")

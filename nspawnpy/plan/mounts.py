@@ -143,7 +143,10 @@ def _work_dir_in_tree(root: str, upper: str, cleanups) -> str:
 
     def remove() -> None:
         shutil.rmtree(name, dir_fd=fd, ignore_errors=True)
-        os.close(fd)
+        try:
+            os.close(fd)
+        except OSError:
+            pass  # closed already (the supervisor's and the janitor's list are one)
     cleanups.append(remove)
     return f"+{parent.rstrip('/')}/{name}"
 
