@@ -10,18 +10,18 @@ import sys
 
 from .. import linux, protocol
 from ..errors import UserError
+from ..record import Record
 from .events import EXIT_REBOOT, Events, log
 
 SIGKILL = 9
 JANITOR_RENEWAL = 1.0  # seconds after the go-ahead: the container has settled
 
 
-class Channels:
+class Channels(Record):
     """The per-run ends PID 1 takes with it through clone(): the sync socket (protocol.py)
     and the notify socket it binds at /run/host/notify."""
-
-    def __init__(self, sync, notify):
-        self.sync, self.notify = sync, notify
+    sync: object                      # socket: SOCK_SEQPACKET, our end's peer
+    notify: object                    # socket: SOCK_DGRAM, bound by PID 1
 
 
 def run(plan) -> int:
