@@ -134,8 +134,9 @@ BAD_ARGS = [
     ["--boot", "--ambient-capability=CAP_CHOWN"], ["--keep-unit", "--slice=a.slice"],
     ["--boot", "--user=alice"], ["--network-namespace-path=/run/netns/x", "--network-veth"],
 ]
-# What the error line says instead of the first option's name.
-NAMED_AS = {"-Y": "'Y'", "--ambient-capability=CAP_CHOWN": "AmbientCapability="}
+# What the error line says instead of the first option's name (nspawn's own wording).
+NAMED_AS = {"-Y": "'Y'", "--ambient-capability=CAP_CHOWN": "AmbientCapability=",
+            "--bind=/a:/b:badopt": "Invalid bind mount option: badopt"}
 
 
 def named(args: list[str]) -> str:
