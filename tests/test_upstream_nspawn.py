@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -477,6 +478,19 @@ def test_debian_boot_reaches_multi_user(tool, debian_root, unified, api_vfs):
             (api_vfs == "yes" and "-U" in options)
         assert (report is None) == refused, options
         assert report is None or report.startswith("active "), (options, report)
+
+
+@upstream_case
+def test_no_cgroup_namespace_shows_the_hierarchy_with_our_cgroup_writable(tool, root):
+    env = {"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "yes", "SYSTEMD_NSPAWN_USE_CGNS": "no"}
+    r = tool.ok("-D", root, *sh("grep ' - cgroup2 ' /proc/self/mountinfo; "
+                                "readlink /proc/self/ns/cgroup"), env=env)
+    *mounts, namespace = r.stdout.splitlines()
+    assert namespace == os.readlink("/proc/self/ns/cgroup")
+    view = [re.sub(r"nspawnpy-fixture-up-[^/ ]+", "SCRATCH", " ".join(m.split()[3:6]))
+            for m in mounts]
+    assert view[0] == "/ /sys/fs/cgroup ro,nosuid,nodev,noexec,relatime", view
+    same_as_nspawn(tool, "cgroup mounts", view)
 
 
 @pytest.fixture

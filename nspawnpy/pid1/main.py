@@ -140,8 +140,15 @@ def finish(plan, channels, root: str) -> None:
     reply = sync.recv(64)
     if reply != protocol.GO:
         os._exit(1)
-    linux.unshare(linux.CLONE_NEWCGROUP)
-    mount_cgroups(root, plan.mounts.cgroups, plan.userns is not None)
+    own_cgroup = None
+    # $SYSTEMD_NSPAWN_USE_CGNS=0: no namespace, the whole hierarchy read-only with our own
+    # cgroup writable in it -- done for cgroup2 without -U only (in a user namespace it could
+    # be mounted only by the supervisor; nspawn's v1 variant fails on this kind of host)
+    if plan.mounts.cgroup_ns or plan.mounts.cgroups != "unified" or plan.userns is not None:
+        linux.unshare(linux.CLONE_NEWCGROUP)
+    else:
+        own_cgroup = _own_unified_cgroup()
+    mount_cgroups(root, plan.mounts.cgroups, plan.userns is not None, own_cgroup)
     mask_proc_files(root)
     if kmsg_fifo:   # after the cgroups and boot_id, as nspawn covers it
         kernelfs.cover_with_fifo(root, "/proc/kmsg", kmsg_fifo)
@@ -296,18 +303,24 @@ def mask_proc_files(root: str) -> None:
     kernelfs.mask_with_file(root, "/proc/sys/kernel/random/boot_id", dashed.encode())
 
 
-def mount_cgroups(root: str, layout, userns: bool) -> None:
+def mount_cgroups(root: str, layout, userns: bool, own_cgroup=None) -> None:
     """/sys/fs/cgroup as nspawn presents it: on a legacy/hybrid host a tmpfs with the v1
     controllers read-only, the name=systemd tree writable, and the tmpfs itself remounted
     read-only at the end (nothing is made read-only in a user namespace, where nspawn
-    leaves it to ownership); cgroup2 on a unified one."""
+    leaves it to ownership); cgroup2 on a unified one (without a cgroup namespace, the
+    whole hierarchy read-only and only `own_cgroup` writable)."""
     if layout is None:
         return
     if layout[0] == "missing":   # $SYSTEMD_NSPAWN_USE_CGNS=0 where nspawn fails
         raise OSError(2, f"Failed to read link {layout[1]}: No such file or directory")
     flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
     if layout == "unified":
-        intree.mount(root, "/sys/fs/cgroup", "cgroup", "cgroup2", flags, create=None)
+        intree.mount(root, "/sys/fs/cgroup", "cgroup", "cgroup2",
+                     flags | (MS_RDONLY if own_cgroup else 0), create=None)
+        if own_cgroup and own_cgroup != "/":
+            with intree.at(root, "/sys/fs/cgroup" + own_cgroup) as target:
+                linux.mount(target, target, None, MS_BIND)
+            intree.remount(root, "/sys/fs/cgroup" + own_cgroup, flags)
         return
     intree.mount(root, "/sys/fs/cgroup", "tmpfs", "tmpfs", flags | MS_STRICTATIME,
                  "mode=755,size=4m,nr_inodes=1k", create=None)
@@ -326,6 +339,12 @@ def _mount_controllers(target: str, layout, userns: bool, flags: int) -> None:
             os.symlink(name, f"{target}/{alias}")
     if not userns:
         linux.mount(None, target, None, MS_REMOUNT | MS_RDONLY | flags | MS_STRICTATIME, "mode=755")
+
+
+def _own_unified_cgroup() -> str:
+    """This process's cgroup in the unified hierarchy ("0::PATH" in /proc/self/cgroup)."""
+    with open("/proc/self/cgroup") as f:
+        return next((line[3:].strip() for line in f if line.startswith("0::")), "/")
 
 
 def pivot(root: str) -> None:

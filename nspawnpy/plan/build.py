@@ -55,7 +55,8 @@ def _build(settings, cleanups: list) -> ContainerPlan:
     from ..config import environ
     mounts = Mounts(custom, tuple(steps),
                     cgroup.container_mounts(tree.root, as_pid2=settings.as_pid2), tunnel,
-                    environ.api_vfs_writable(), environ.env_bool("SYSTEMD_NSPAWN_TMPFS_TMP", True))
+                    environ.api_vfs_writable(), environ.env_bool("SYSTEMD_NSPAWN_TMPFS_TMP", True),
+                    environ.env_bool("SYSTEMD_NSPAWN_USE_CGNS", True))
     return ContainerPlan(settings=settings, tree=tree, machine=machine, console=console,
                          mounts=mounts, network=network, host=_host(), userns=userns,
                          kept_caps=kept_caps, seccomp=seccomp, credentials=credentials,

@@ -42,6 +42,7 @@ class Mounts(Record):
     tunnel: str | None = None          # host end of machinectl bind's propagation tunnel
     api_vfs_writable: object = False   # $SYSTEMD_NSPAWN_API_VFS_WRITABLE: False, True, "network"
     tmp_tmpfs: bool = True             # a tmpfs on /tmp ($SYSTEMD_NSPAWN_TMPFS_TMP)
+    cgroup_ns: bool = True             # $SYSTEMD_NSPAWN_USE_CGNS: a cgroup namespace of its own
 
 
 class Network(Record):
