@@ -860,13 +860,32 @@ def test_image(tool, image):
 
 @upstream_case
 def test_oci_bundle(tool, scratch):
-    if tool.name == "nspawnpy":
-        pytest.xfail("--oci-bundle= is not supported by nspawnpy yet")
     dummy_container(scratch / "bundle/rootfs")
     (scratch / "bundle/config.json").write_text(
         '{"ociVersion": "1.0.0", "root": {"path": "rootfs"},'
         ' "mounts": [{"destination": "/root", "type": "tmpfs", "source": "tmpfs"}]}')
     tool.ok(f"--oci-bundle={scratch}/bundle", *sh("grep -q ' /root ' /proc/self/mountinfo"))
+    (scratch / "bundle/config.json").write_text('{"root": {"path": "rootfs"}}')
+    r = tool.fails(f"--oci-bundle={scratch}/bundle", "/bin/true")
+    assert "not an OCI bundle configuration file" in r.stderr
+
+
+@upstream_case
+def test_oci_bundle_process_hostname_and_bind(tool, scratch):
+    dummy_container(scratch / "bundle/rootfs")
+    (scratch / "bundle/data").mkdir()
+    (scratch / "bundle/data/file").write_text("hello")
+    (scratch / "bundle/config.json").write_text(
+        '{"ociVersion": "1.0.0", "root": {"path": "rootfs"}, "hostname": "oci-host",'
+        ' "process": {"args": ["/bin/sh", "-c", "hostname; echo $FOO; pwd; cat /data/file"],'
+        ' "env": ["FOO=bar"], "cwd": "/tmp"},'
+        ' "mounts": [{"destination": "/data", "type": "bind", "source": "data",'
+        ' "options": ["rbind"]}]}')
+    r = tool.ok(f"--oci-bundle={scratch}/bundle")
+    assert r.stdout.split() == ["oci-host", "bar", "/tmp", "hello"]
+    config = (scratch / "bundle/config.json").read_text().replace('"rbind"', '"ro"')
+    (scratch / "bundle/config.json").write_text(config)
+    assert "Invalid bind mount option: ro" in tool.fails(f"--oci-bundle={scratch}/bundle").stderr
 
 
 # --- sanity: ports ---------------------------------------------------------------------------

@@ -37,7 +37,7 @@ def check_conflicts(s) -> None:
             raise UserError(message)
     _check_api_vfs(s)
     unsupported = [
-        (s.image, "--image="), (s.oci_bundle, "--oci-bundle="), (s.root_hash, "--root-hash="),
+        (s.image, "--image="), (s.root_hash, "--root-hash="),
         (s.root_hash_sig, "--root-hash-sig="), (s.verity_data, "--verity-data="),
         (s.bind_user, "--bind-user="),
     ]

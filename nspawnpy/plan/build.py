@@ -68,9 +68,12 @@ def _tree(settings, cleanups: list) -> tuple[Tree, str]:
     """The locked tree and the machine's name (an ephemeral run's gets a random suffix)."""
     from ..config import nspawnfile
     from ..config.conflicts import check_conflicts
+    if settings.oci_bundle:  # the bundle's config.json takes the place of a .nspawn file
+        from ..config import oci
+        oci.apply(settings)
     root = trees.find_directory(settings)
     machine = settings.machine or trees.default_machine_name(root)
-    if settings.settings != "no":
+    if settings.settings != "no" and not settings.oci_bundle:
         found = nspawnfile.find(machine, root)
         if found:
             nspawnfile.merge(settings, *found)
