@@ -99,7 +99,7 @@ def build(plan, idmapped_root, owner=None) -> str:
     for op in mounts.labelled(plan.mounts.custom, label):
         op.execute(root)
     run_tree_steps(plan.mounts.tree_steps, root, owner)
-    write_run_host(plan, root)
+    write_run_host(plan, root, owner)
     return root
 
 
@@ -112,9 +112,11 @@ def run_tree_steps(steps, root: str, owner) -> None:
             step(root)
         return
     fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    linux.set_fs_ids(owner, owner)
     try:
         for step in steps:
+            # nspawn writes /etc/localtime as the host's root and leaves it so
+            as_owner = not getattr(step, "as_host_root", False)
+            linux.set_fs_ids(*((owner, owner) if as_owner else (0, 0)))
             step(f"/proc/self/fd/{fd}")
     finally:
         linux.set_fs_ids(0, 0)
@@ -274,12 +276,14 @@ def _open_console(plan, dev: str) -> tuple[int, str]:
     return master, f"/dev/pts/{number}"
 
 
-def write_run_host(plan, root: str) -> None:
+def write_run_host(plan, root: str, owner=None) -> None:
     with intree.at(root, "/run/host", "dir") as host:  # in our /run tmpfs
-        _write_run_host(plan, host)
+        _write_run_host(plan, host, owner)
 
 
-def _write_run_host(plan, host: str) -> None:
+def _write_run_host(plan, host: str, owner) -> None:
+    """container-manager and container-uuid (the host's root's, as in nspawn), credentials
+    (the container root's: `owner` with a user namespace)."""
     mounts.write_file(host + "/container-manager", f"{plan.machine.service}\n".encode())
     mounts.write_file(host + "/container-uuid", f"{plan.machine.uuid_dashed}\n".encode())
     if plan.credentials:
@@ -290,6 +294,7 @@ def _write_run_host(plan, host: str) -> None:
         linux.mount("none", creds, "ramfs", flags, "mode=0700")
         for name, data in plan.credentials:
             mounts.write_file(f"{creds}/{name}", data, 0o400)
+        mounts.give([creds] + [f"{creds}/{name}" for name, _ in plan.credentials], owner)
         os.chmod(creds, 0o500)
         linux.mount(None, creds, None, MS_REMOUNT | MS_RDONLY | flags, "mode=0700")
 

@@ -67,13 +67,20 @@ def machine_id(root: str, requested) -> str:
     return raw.hex()
 
 
+def _shifted(private_users) -> bool:
+    """A user namespace whose root is not the host's (identity and 0:N map onto it)."""
+    if private_users in (None, "no", "identity"):
+        return False
+    return not (isinstance(private_users, tuple) and private_users[0] == 0)
+
+
 def kept_capabilities(settings) -> int:
     kept = caps.DEFAULT
     if settings.private_net:
         kept |= 1 << caps.CAP_NET_ADMIN
-    elif settings.private_users not in (None, "no"):
-        # nspawn's: in a user namespace that does not own the (host's) network namespace,
-        # binding low ports is not possible anyway
+    elif _shifted(settings.private_users):
+        # nspawn's: with a shifted range, in a user namespace that does not own the (host's)
+        # network namespace, binding low ports is not possible anyway
         kept &= ~(1 << caps.BY_NAME["cap_net_bind_service"])
     kept |= settings.capability
     kept &= ~settings.drop_capability
