@@ -40,14 +40,16 @@ def resolv_conf_step(mode: str, private_net: bool, read_only: bool):
     return _install("resolv.conf", source, how, shown_source=source)
 
 
-def _missing_source(name: str, source: str, how: str):
+def _missing_source(name: str, source: str, how: str) -> "EtcStep":
     """The host file is missing: nspawn still makes the bind's mount point, says the bind
     failed and falls back to a copy, which fails too (naming /etc/NAME whatever the source)."""
-    def missing(root, etc, shown) -> None:
-        if how == "bind":
-            _bind(root, f"/etc/{name}", source, source)
-        _warn(f"Failed to copy /etc/{name} to {shown}/{name}, ignoring: {os.strerror(2)}")
-    return EtcStep(name, missing)
+    return EtcStep(name, _missing, source, how)
+
+
+def _missing(root: str, etc: int, shown: str, name: str, source: str, how: str) -> None:
+    if how == "bind":
+        _bind(root, f"/etc/{name}", source, source)
+    _warn(f"Failed to copy /etc/{name} to {shown}/{name}, ignoring: {os.strerror(2)}")
 
 
 def timezone_step(mode: str, read_only: bool):
