@@ -888,6 +888,28 @@ def test_oci_bundle_process_hostname_and_bind(tool, scratch):
     assert "Invalid bind mount option: ro" in tool.fails(f"--oci-bundle={scratch}/bundle").stderr
 
 
+@pytest.fixture
+def host_user():
+    """A user of the host with a home holding a file (removed afterwards)."""
+    name = f"upbind{secrets.token_hex(3)}"
+    subprocess.run(["useradd", "--create-home", "--user-group", name], check=True)
+    try:
+        Path(f"/home/{name}/foo").touch()
+        yield name
+    finally:
+        subprocess.run(["userdel", "--force", "--remove", name], capture_output=True)
+
+
+@upstream_case
+def test_bind_user(tool, root, host_user):
+    r = tool.fails("-D", root, f"--bind-user={host_user}", "/bin/true")
+    assert "--bind-user= requires --private-users" in r.stderr
+    if tool.name == "nspawnpy":
+        pytest.xfail("--bind-user= is not supported by nspawnpy yet")
+    tool.ok("-D", root, "--private-users=pick", f"--bind-user={host_user}",
+            *sh(f"test -e /run/host/home/{host_user}/foo; test -f /run/host/userdb/{host_user}.user"))
+
+
 # --- sanity: ports ---------------------------------------------------------------------------
 
 @upstream_case

@@ -31,6 +31,7 @@ def check_conflicts(s) -> None:
         (s.keep_unit and (s.slice or s.property),
          "--keep-unit and --slice=/--property= may not be combined."),
         (s.user and s.boot, "--user= may not be combined with --boot."),
+        (s.bind_user and s.private_users in ("no", None), "--bind-user= requires --private-users"),
     ]
     for conflict, message in pairs:
         if conflict:
