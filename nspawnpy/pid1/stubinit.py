@@ -6,19 +6,33 @@ Runs in: PID 1, after pivot_root, with --as-pid2.
 
 import os
 
-SIGHUP, SIGINT, SIGTERM, SIGCHLD = 1, 2, 15, 17
+SIGHUP, SIGTERM, SIGKILL, SIGSTOP = 1, 15, 9, 19
+SIGINT, SIGCHLD = 2, 17
 SIGRTMIN = 34
+CLD_EXITED = 1
 LINUX_REBOOT_CMD_RESTART, LINUX_REBOOT_CMD_POWER_OFF = 0x01234567, 0x4321FEDC
 GRACE_SECONDS = 90
 STUB_NAME = b"(sd-stubinit)"
+# What nspawn's stub waits for; everything else stays blocked, and so ignored (SIGTERM and
+# SIGHUP too: no re-execution or reload here).  Halt is power-off in a container, kexec a reboot.
+REBOOT = frozenset({SIGINT, SIGRTMIN + 5, SIGRTMIN + 6, SIGRTMIN + 15, SIGRTMIN + 16})
+POWEROFF = frozenset({SIGRTMIN + 3, SIGRTMIN + 4, SIGRTMIN + 13, SIGRTMIN + 14})
+WAITED = frozenset({SIGCHLD}) | REBOOT | POWEROFF
 
 
 def run(exec_payload) -> None:
-    """Fork PID 2 to exec the payload; this process stays PID 1 until it ends."""
+    """Fork PID 2 to exec the payload; this process stays PID 1 until it ends.
+
+    As nspawn's stub, PID 1 handles no signal asynchronously: every signal is blocked from
+    before the fork (none can slip in between) and the ones it acts on are taken with
+    sigtimedwait, so /proc/1/status shows what nspawn's shows (all blocked but those while it
+    waits, none caught or ignored)."""
     import _signal
     rename_to_stub()  # before the fork: the payload may look at PID 1 at once
+    old_mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())
     pid = os.fork()
     if pid == 0:
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, old_mask)
         exec_payload()
         os._exit(127)
     os.closerange(3, 65536)
@@ -26,42 +40,59 @@ def run(exec_payload) -> None:
         os.setsid()
     except OSError:
         pass
+    _default_dispositions()
     trim()
-    # "exited" is set while PID 2 is still an unreaped zombie, so its number cannot name
-    # another process when the handler signals it (no pidfd: PID 1 shows no fd but stdio).
-    request = {"action": None, "exited": False}
+    status, action = _serve(pid)
+    if action is not None:
+        _reboot(LINUX_REBOOT_CMD_RESTART if action == "reboot" else LINUX_REBOOT_CMD_POWER_OFF)
+    os._exit(status)
 
-    def on_signal(signum, frame):
-        if request["action"] is None:
-            request["action"] = "reboot" if signum in (SIGINT, SIGRTMIN + 5) else "poweroff"
-            for sig in (SIGTERM, SIGHUP) if not request["exited"] else ():
-                try:
-                    os.kill(pid, sig)  # our unreaped child: the number is still its own
-                except ProcessLookupError:
-                    pass
-            _signal.alarm(GRACE_SECONDS)
 
-    for sig in (SIGINT, SIGRTMIN + 3, SIGRTMIN + 4, SIGRTMIN + 5):
-        _signal.signal(sig, on_signal)
-    for sig in (SIGTERM, SIGHUP):
-        _signal.signal(sig, _signal.SIG_IGN)
-    _signal.signal(14, _grace_over)  # SIGALRM
-    status = 0
+def _serve(pid: int) -> tuple[int, str | None]:
+    """Reap every child until PID 2 ends (or the grace after a shutdown request runs out):
+    PID 2's exit code (128+N for signal N, 0 at the end of the grace) and the action asked."""
+    import _signal
+    import time  # built in: importable after pivot_root
+    action, deadline = None, None
+    while True:
+        status = _reap_all(pid)
+        if status is not None:
+            return status, action
+        if deadline is None:
+            info = _signal.sigwaitinfo(WAITED)
+        else:
+            left = deadline - time.monotonic()
+            info = _signal.sigtimedwait(WAITED, left) if left > 0 else None
+            if info is None:
+                return 0, action
+        if info.si_signo == SIGCHLD or action is not None:
+            continue
+        action = "reboot" if info.si_signo in REBOOT else "poweroff"
+        for sig in (SIGTERM, SIGHUP):  # shells ignore SIGTERM but end on SIGHUP
+            os.kill(pid, sig)  # our unreaped child: the number is still its own
+        deadline = time.monotonic() + GRACE_SECONDS
+
+
+def _reap_all(pid: int) -> int | None:
+    """Reap whatever has ended; PID 2's exit code once it is among them."""
     while True:
         try:
-            exited = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT).si_pid
-            request["exited"] = request["exited"] or exited == pid
-            child, wstatus = os.waitpid(exited, 0)
+            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG)
         except ChildProcessError:
-            break
-        except TimeoutError:
-            break
-        if child == pid:
-            status = os.waitstatus_to_exitcode(wstatus)
-            break
-    if request["action"] is not None:
-        _reboot(LINUX_REBOOT_CMD_RESTART if request["action"] == "reboot" else LINUX_REBOOT_CMD_POWER_OFF)
-    os._exit(status if status >= 0 else 128 - status)
+            return 0
+        if info is None:
+            return None
+        if info.si_pid == pid:
+            return info.si_status if info.si_code == CLD_EXITED else 128 + info.si_status
+
+
+def _default_dispositions() -> None:
+    """No handler and no ignored signal left from the set-up (Python's SIGINT handler, its
+    ignored SIGPIPE and SIGXFSZ): the stub catches nothing, as nspawn's."""
+    import _signal
+    for sig in _signal.valid_signals():
+        if sig not in (SIGKILL, SIGSTOP):
+            _signal.signal(sig, _signal.SIG_DFL)
 
 
 def rename_to_stub() -> None:
@@ -91,10 +122,6 @@ def trim() -> None:
     gc.freeze()
     gc.disable()
     ctypes.CDLL(None).malloc_trim(0)
-
-
-def _grace_over(signum, frame):
-    raise TimeoutError
 
 
 def _reboot(cmd: int) -> None:

@@ -77,9 +77,6 @@ KNOWN: list[Known] = [
     # --- issue 9 #6: /etc --------------------------------------------------------------------
 
     # --- issue 9 #7: -a stub init ------------------------------------------------------------
-    _open("as-pid2*", "status.pid1_sig",
-          "issue 9 #7: -a stub's signals: nspawn's blocks all of them (SigBlk), ours catches "
-          "and ignores some (SigIgn/SigCgt)"),
     _open("as-pid2*", "self.pid1_*",
           "issue 9 #7: -a PID 1 is python3; nspawn's stub is (sd-stubinit)"),
 
