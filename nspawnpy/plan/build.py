@@ -138,9 +138,18 @@ def _network(settings, machine: str) -> Network:
     from ..supervisor.network import open_netns
     from .network import NetworkPlan
     plan = NetworkPlan.from_settings(settings, machine)
+    _check_host_links(plan)
     netns_fd = open_netns(settings.network_namespace_path) if settings.network_namespace_path \
         else None
     return Network(plan, netns_fd, settings.private_net)
+
+
+def _check_host_links(plan) -> None:
+    """Links to move or to stack on must exist before anything is written to the tree, as
+    nspawn checks them (in its words) before it sets up anything."""
+    for parent, _ in (*plan.interfaces, *plan.macvlan, *plan.ipvlan):
+        if not os.path.exists(f"/sys/class/net/{parent}"):
+            raise UserError(f"Failed to get device {parent}: No such device")
 
 
 def _registration(settings, machine: Machine, tree: Tree):

@@ -5,7 +5,6 @@ port watcher for --port. Everything made is recorded on a network.Network, which
 Runs in: the supervisor.
 """
 
-import errno
 import os
 
 from ..config import netspec
@@ -170,15 +169,14 @@ def _setup_vlans(plan, net, ipr):
                          address=netspec.container_mac(plan.machine, netspec.MACVLAN_KEY, i, mid),
                          net_ns_fd=net.container_netns_fd)
             except NetlinkError as e:
-                raise UserError(f"Failed to add macvlan interface {name} on {parent}: {_err(e)}")
+                raise UserError(f"Failed to add new macvlan interfaces: {_err(e)}")  # nspawn's words
             net.container_links.append((name, _lookup(inner, name)))
         for parent, name in plan.ipvlan:
             try:
                 ipr.link("add", ifname=name, kind="ipvlan", link=_lookup(ipr, parent), ipvlan_mode=0,
                          net_ns_fd=net.container_netns_fd)
             except NetlinkError as e:
-                hint = " (kernel without ipvlan support?)" if e.code == errno.EOPNOTSUPP else ""
-                raise UserError(f"Failed to add ipvlan interface {name} on {parent}: {_err(e)}{hint}")
+                raise UserError(f"Failed to add new ipvlan interfaces: {_err(e)}")  # nspawn's words
             net.container_links.append((name, _lookup(inner, name)))
     finally:
         inner.close()

@@ -161,7 +161,9 @@ def tear_down_world(world: World) -> list[str]:
         with contextlib.suppress(OSError):
             cleanup()
     world.cleanups.clear()
-    stray = testhost.leftovers(world.scratch)
+    stray = testhost.leftovers(world.scratch) + [
+        f"link {link}" for link in os.listdir("/sys/class/net")
+        if world.short in link or world.machine[:12] in link]
     if stray:
         return [f"left behind: {s}" for s in stray]
     for d in (world.scratch,):

@@ -304,6 +304,9 @@ USERNS = [
     _s("userns-explicit-chown", "--private-users=1879048192:65536",
        "--private-users-ownership=chown"),
     _s("userns-U-user-alice", "-U", "-u", "alice"),
+    _s("userns-boot", "-U", "-b", boot_probe=True),
+    _s("userns-as-pid2", "-U", "-a"),
+    _s("userns-read-only", "-U", "--read-only"),
     _s("debian-userns-U", "-U", tree="debian"),
 ]
 
@@ -325,10 +328,53 @@ IDENTITY = [
       for m in ("no", "host", "try-host", "guest", "try-guest", "auto")],
 ]
 
+def _host_link(kind: str, prefix: str):
+    """A host link of *kind* named "<prefix><short>" for the scenario, removed afterwards
+    (a veth pair, with its peer "dp<short>", stands in for a NIC: this kernel may have no
+    dummy links)."""
+    def setup(world: World) -> None:
+        name = f"{prefix}{world.short}"
+        # (a fixed MAC: the link may move into the container, where its address is seen)
+        extra = ["peer", "name", f"dp{world.short}"] if kind == "veth" else []
+        subprocess.run(["ip", "link", "add", name, "address", "02:00:00:00:5e:01", "type", kind,
+                        *extra], check=True)
+        subprocess.run(["ip", "link", "set", name, "up"], check=True)
+        world.cleanups.append(
+            lambda: subprocess.run(["ip", "link", "del", name], capture_output=True))
+        _udev_initialized(world, name)
+    return setup
+
+
+def _udev_initialized(world: World, link: str) -> None:
+    """systemd-nspawn 252 takes only host links udev has initialized; this machine runs no
+    udev, so the link gets the database record udev would write (removed afterwards, with
+    the directories if this made them and they are empty)."""
+    index = (Path("/sys/class/net") / link / "ifindex").read_text().strip()
+    made = [d for d in (Path("/run/udev"), Path("/run/udev/data")) if not d.exists()]
+    for d in made:
+        d.mkdir(mode=0o755, exist_ok=True)
+    record = Path(f"/run/udev/data/n{index}")
+    record.write_text("I:1000000\n")
+
+    def remove() -> None:
+        record.unlink(missing_ok=True)
+        for d in reversed(made):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+    world.cleanups.append(remove)
+
+
 NETWORK = [
     _s("private-network", "--private-network"),
     _s("network-veth", "-n"),
     _s("network-veth-extra", "--network-veth-extra=vx{short}:host1"),
+    _s("network-zone", "--network-zone=z{short}"),
+    _s("network-bridge", "--network-bridge=br{short}", setup=_host_link("bridge", "br")),
+    _s("network-macvlan", "--network-macvlan=du{short}", setup=_host_link("veth", "du")),
+    _s("network-ipvlan", "--network-ipvlan=du{short}", setup=_host_link("veth", "du")),
+    _s("network-interface", "--network-interface=du{short}", setup=_host_link("veth", "du")),
+    _s("network-interface-missing", "--network-interface=du{short}"),
+    _s("userns-private-network", "-U", "--private-network"),
 ]
 
 FILES = [
