@@ -29,6 +29,7 @@ class Result:
     differences: dict[str, tuple[str, str]]
     problems: list[str]
     outputs: dict[str, str]
+    refused_by: tuple[str, ...] = ()   # the tools whose payload never ran the whole probe
 
 
 def new_world(scenario: harness.Scenario, index: int) -> harness.World:
@@ -49,7 +50,8 @@ def run_scenario(scenario: harness.Scenario, index: int = 0) -> Result:
             problems += [f"{tool}: {p}" for p in harness.tear_down_world(world)]
     theirs, ours = runs["nspawn"].facts, runs["nspawnpy"].facts
     return Result(scenario.name, len(set(theirs) | set(ours)), harness.compare(ours, theirs),
-                  problems, {t: r.output for t, r in runs.items()})
+                  problems, {t: r.output for t, r in runs.items()},
+                  tuple(t for t, r in runs.items() if r.facts["probe.complete"] != "yes"))
 
 
 def format_difference(fact: str, theirs: str, ours: str) -> str:

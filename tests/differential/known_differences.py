@@ -77,7 +77,7 @@ KNOWN: list[Known] = [
     # --- issue 9 #6: /etc --------------------------------------------------------------------
 
     # --- issue 9 #7: -a stub init ------------------------------------------------------------
-    _open("as-pid2*", "self.pid1_*",
+    _open("*as-pid2*", "self.pid1_*",
           "issue 9 #7: -a PID 1's executable is python3.11 (nspawn's stub is its own binary)"),
 
     # --- unowned (DIFF): console, users, credentials, /proc/kmsg ------------------------------
