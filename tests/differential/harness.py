@@ -54,6 +54,9 @@ esac
 # systemd-nspawn 252 says this at every exit on a host whose /run is no tmpfs (cleaning up
 # /run/systemd/nspawn/propagate/NAME): noise, not an outcome.
 NSPAWN_RUN_NOISE = "Attempted to remove disk file system under"
+# What one of nspawn's two processes adds when the other failed, in either order: the
+# other's message is the one that says why.
+GENERIC_FAILURES = {"Parent died too early", "Child died too early."}
 # The tools' own environment: the same for both, and nothing of the test runner's.
 BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "LANG": "C.UTF-8", "TERM": "xterm-256color", "HOME": "/root"}
@@ -316,7 +319,8 @@ def run_tool(tool: str, scenario: Scenario, world: World) -> Run:
     if found["probe.complete"] == "no":
         # The tool refused or the payload failed: what it said is then the observable outcome.
         last = [line for line in (errors or output).splitlines()
-                if line.strip() and not line.startswith(NSPAWN_RUN_NOISE)][-1:]
+                if line.strip() and not line.startswith(NSPAWN_RUN_NOISE)
+                and line.strip() not in GENERIC_FAILURES][-1:]
         found["exit.message"] = ctx.text(last[0]) if last else ""
     for k, v in tree_changes(world.tree, before, ignore).items():
         found[ctx.text(k)] = ctx.text(v)
