@@ -136,7 +136,12 @@ BAD_ARGS = [
 ]
 # What the error line says instead of the first option's name (nspawn's own wording).
 NAMED_AS = {"-Y": "'Y'", "--ambient-capability=CAP_CHOWN": "AmbientCapability=",
-            "--bind=/a:/b:badopt": "Invalid bind mount option: badopt"}
+            "--bind=/a:/b:badopt": "Invalid bind mount option: badopt",
+            # nspawn's own sentences for these values (config/wording.py)
+            "--timezone=mars": "/etc/localtime mode: mars", "--link-journal=up":
+            "link journal mode up", "--bind-ro=+rel:/x": "--bind(-ro)= argument +rel:/x",
+            "--bind-user=a/b": "user name to bind: a/b", "--console=sideways":
+            "console mode: sideways"}
 
 
 def named(args: list[str]) -> str:

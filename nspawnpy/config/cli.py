@@ -14,6 +14,9 @@ PROGRAM = "nspawnpy"
 
 def _bad_value(option: Option, spelled: str, value: str, reason: str) -> UserError:
     from .values import shown
+    from .wording import PARSE_ERRORS
+    if option.long in PARSE_ERRORS:   # nspawn's sentence for this option
+        return UserError(PARSE_ERRORS[option.long].format(shown(value)))
     return UserError(f"Invalid value for {spelled}: '{shown(value)}': {shown(reason)}.")
 
 

@@ -63,7 +63,9 @@ def overlay(value: str) -> tuple:
     """L1:…:Ln:DST (at least two layers, or one layer + DST) → (layers, dst)."""
     parts = _split_colon(value)
     if len(parts) < 2:
-        raise ValueError("expected at least one layer and a destination")
+        from ..errors import WordedValueError
+        raise WordedValueError("--overlay(-ro)= needs at least two colon-separated directories "
+                               "specified.")
     if len(parts) == 2:
         # One layer: it is both the lower and the destination (nspawn's rule).
         layers, dst = [parts[0]], parts[1]

@@ -271,10 +271,12 @@ def rlimit_value(value: str) -> tuple:
 
 def rlimit(value: str) -> tuple:
     """RLIMIT_NAME=SOFT[:HARD] → (index-name, (soft, hard))."""
+    from ..errors import WordedValueError as Worded
     name, sep, rest = value.partition("=")
     short = name.removeprefix("RLIMIT_")  # case-sensitive: NOFILE or RLIMIT_NOFILE
     if not sep or short not in RLIMITS:
-        raise ValueError("expected RLIMIT_NAME=SOFT[:HARD]")
+        raise Worded(f"Unknown resource limit: {shown(name)}" if sep else
+                     "--rlimit= expects an '=' assignment.")
     return (short, rlimit_value(rest))
 
 
@@ -390,7 +392,9 @@ def port(value: str) -> str:
 
 
 def bind_user(value: str) -> list[str]:
+    """User names as nspawn's strict check wants them: [a-zA-Z_][a-zA-Z0-9_-]{0,30}."""
     users = value.replace(",", " ").split()
     for user in users:
-        user_name(user)
+        if not (user.replace("-", "0").isidentifier() and user.isascii() and len(user) <= 31):
+            raise ValueError("not a valid user name")
     return users
