@@ -8,6 +8,7 @@ Runs in: the host side, before anything is set up.
 
 import os
 
+from ..errors import WordedValueError
 
 HOSTNAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 LDH_CHARS = HOSTNAME_CHARS - {"_", "."}
@@ -122,7 +123,7 @@ def uuid(value: str) -> str:
     if len(raw) != 32 or not all(c in "0123456789abcdefABCDEF" for c in raw):
         raise ValueError("not a valid UUID")
     if int(raw, 16) == 0:
-        raise ValueError("the all-zero UUID is not allowed")
+        raise WordedValueError("Machine UUID may not be all zeroes.")
     return raw.lower()
 
 
@@ -271,12 +272,11 @@ def rlimit_value(value: str) -> tuple:
 
 def rlimit(value: str) -> tuple:
     """RLIMIT_NAME=SOFT[:HARD] → (index-name, (soft, hard))."""
-    from ..errors import WordedValueError as Worded
     name, sep, rest = value.partition("=")
     short = name.removeprefix("RLIMIT_")  # case-sensitive: NOFILE or RLIMIT_NOFILE
     if not sep or short not in RLIMITS:
-        raise Worded(f"Unknown resource limit: {shown(name)}" if sep else
-                     "--rlimit= expects an '=' assignment.")
+        raise WordedValueError(f"Unknown resource limit: {shown(name)}" if sep else
+                               "--rlimit= expects an '=' assignment.")
     return (short, rlimit_value(rest))
 
 
