@@ -48,6 +48,8 @@ class Context:
         s = re.sub(r"(Failed to read link /sys/fs/cgroup/)\w+:", r"\1<controller>:", s)
         s = re.sub(r"/dev/pts/\d+|(?<![\w/])pts/\d+", lambda m: re.sub(r"\d+$", "N", m[0]), s)
         s = re.sub(r"(pipe|socket|anon_inode:\[?\w*\]?):\[\d+\]", r"\1:[N]", s)
+        # systemd's PrivateTmp= directories' mkdtemp suffix (a booted Debian's services)
+        s = re.sub(r"(systemd-private-\S+?\.service)-\w{6}\b", r"\1-XXXXXX", s)
         s = UUID_RE.sub(self._id, s)
         return HEX16_RE.sub("<hex>", s)
 
@@ -99,6 +101,8 @@ def _parse_words(lines, ctx):
 
 def _parse_self(lines, ctx):
     for key, value in _parse_words(lines, ctx):
+        if key == "pid1_environ":  # (the variable the harness runs nspawnpy's checkout with)
+            value = " ".join(v for v in value.split() if not v.startswith("PYTHONPATH="))
         if key == "boot_id":  # random per boot and per container: only whose it is counts
             value = "host's" if value == ctx.host_boot_id else \
                 "own" if UUID_RE.fullmatch(value) else value
@@ -128,6 +132,8 @@ def _parse_limits(lines, ctx):
 def _parse_environ(lines, ctx):
     for line in lines:
         key, _, value = line.partition("=")
+        if key == "JOURNAL_STREAM":  # DEVICE:INODE of the service's journal socket
+            value = value.split(":")[0] + ":N"
         yield key, value
 
 

@@ -102,7 +102,7 @@ class Scenario:
                "short": world.short}
         args = [a.format(**fmt) for a in self.args]
         command = list(self.command)
-        if self.report_file:
+        if self.report_file and command:  # (a booted system's service writes it itself)
             command = [*command, self.report_file]
         if self.boot_probe:
             command = []

@@ -68,6 +68,13 @@ KNOWN: list[Known] = [
     _open("*", "writable./sys/fs/cgroup/unified/cgroup.procs",
           "issue 9 #4: /sys/fs/cgroup/unified (see its mount)"),
 
+    _open("*", "root.listing /sys/fs",
+          "issue 9 #4 (/sys): with a private network nspawn's /sys/fs has selinux/ (the "
+          "network namespace's own sysfs), ours not"),
+    _open("*", "setpriv.setpriv",
+          "issue 9 #4 (/sys): util-linux setpriv sees /sys/fs/selinux under nspawn (see "
+          "root.listing /sys/fs)"),
+
     # --- issue 9 #5: /dev, -U ----------------------------------------------------------------
     _open("*", "dev./dev/net/tun",
           "issue 9 #5: /dev/net/tun is 0666 (nspawn: 0600); under -U nobody-owned"),

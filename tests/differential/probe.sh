@@ -138,7 +138,11 @@ for p in / /etc /run /var /var/log /var/log/journal /tmp /var/tmp /root /home /u
     [ -e "$p" ] || [ -L "$p" ] || continue
     echo "$p|$(stat -c '%F|%u|%g|%a' "$p" 2>&1)"
 done
-ls -A / /run /var/log /var/tmp /tmp 2>&1 | tr '\n' ' ' | sed 's/^/listing /'
+ls -A / /run /var/log /var/tmp /tmp 2>&1 | tr '\n' ' ' | sed 's/^/listing|/'
+echo
+for d in /sys /sys/fs /sys/kernel /sys/fs/cgroup /proc/sys; do
+    echo "listing $d|$(ls -A "$d" 2>&1 | tr '\n' ' ')"
+done
 echo
 
 sec writable

@@ -210,6 +210,26 @@ def _opt_dirs(world: World) -> None:
         (world.tree / d).mkdir(parents=True, exist_ok=True)
 
 
+PROBE_SERVICE = """\
+[Unit]
+Description=differential probe
+After=multi-user.target
+[Service]
+Type=oneshot
+ExecStart=/bin/sh /usr/bin/probe /var/tmp/probe.out
+ExecStartPost=/bin/systemctl --no-block poweroff
+"""
+
+
+def _probe_service(world: World) -> None:
+    """A booted Debian runs the probe as a service once it is up, then powers off."""
+    units = world.tree / "etc/systemd/system"
+    (units / "probe.service").write_text(PROBE_SERVICE)
+    wants = units / "multi-user.target.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    os.symlink("../probe.service", wants / "probe.service")
+
+
 def _credential_file(world: World) -> None:
     (world.scratch / "cred.txt").write_text("secret from a file\n")
 
@@ -245,6 +265,9 @@ BASICS = [
     _s("boot", "-b", boot_probe=True),
     _s("inherited-fd", pass_fd=True, note="issue 9 #1: a caller's fd must not reach the payload"),
     _s("debian-plain", tree="debian"),
+    *[_s(f"debian-boot-service{suffix}", "-b", *extra, command=(), tree="debian",
+         setup=_probe_service, report_file="/var/tmp/probe.out")
+      for suffix, extra in (("", ()), ("-userns", ("-U",)), ("-veth", ("-n",)))],
 ]
 
 MOUNTS = [
