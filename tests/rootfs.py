@@ -89,6 +89,24 @@ INITTAB = """\
 """
 
 
+# systemd-nspawn 252 resolves --user= by running getent in the container (as nspawnpy does);
+# busybox has none, so the tree gets a small one.
+GETENT = """#!/bin/sh
+# getent passwd|group KEY (by name or number); getent initgroups USER (primary + member gids)
+case "$1" in
+passwd|group)
+    awk -F: -v k="$2" '$1 == k || $3 == k { print; f = 1; exit } END { exit !f }' "/etc/$1" ;;
+initgroups)
+    gid=$(awk -F: -v k="$2" '$1 == k { print $4 }' /etc/passwd)
+    [ -n "$gid" ] || exit 2
+    more=$(awk -F: -v u="$2" '{ n = split($4, m, ","); for (i = 1; i <= n; i++)
+        if (m[i] == u) printf " %s", $3 }' /etc/group)
+    echo "$2 $gid$more" ;;
+*) exit 1 ;;
+esac
+"""
+
+
 def busybox_tree(dest: Path | str, busybox: Path | str = BUSYBOX) -> Path:
     """Build a busybox root file system at *dest* (created; may exist and be empty)."""
     dest = Path(dest)
@@ -123,6 +141,7 @@ def busybox_tree(dest: Path | str, busybox: Path | str = BUSYBOX) -> Path:
     _write(etc / "os-release", OS_RELEASE)
     _write(etc / "machine-id", "")
     _write(etc / "inittab", INITTAB)
+    _write(dest / "usr/bin/getent", GETENT, 0o755)
     return dest
 
 

@@ -11,7 +11,7 @@ import resource
 
 # Everything used after pivot_root must be imported before it: the package and
 # the standard library live on the host, not in the container.
-from . import caps, loopback, seccomp_load, stubinit
+from . import caps, getent, loopback, seccomp_load, stubinit
 from .. import errors, linux
 
 BOOT_INITS = ("/usr/lib/systemd/systemd", "/lib/systemd/systemd", "/sbin/init")
@@ -31,10 +31,8 @@ def start(plan, console_pts) -> None:
         linux.personality(PER_LINUX32)
     apply_limits(s)
     # As nspawn: root by name or number is no user switch at all (no supplementary groups).
-    user = resolve_user(s.user) if s.user and s.user not in ("root", "0") else None
-    if user:
-        make_home(user)
-    env = build_env(plan, user)
+    user = _account(s.user) if s.user and s.user not in ("root", "0") else None
+    env = build_env(plan, user, s.user)
     argv = s.parameters
     if s.boot:
         argv = [find_init(), *s.parameters]
@@ -54,6 +52,17 @@ def start(plan, console_pts) -> None:
         stubinit.run(lambda: _exec_payload(plan, console_pts, path, argv, env))
     _limit(plan, console_pts, user)
     _exec_payload(plan, console_pts, path, argv, env)
+
+
+def _account(name: str):
+    """--user= through the container's getent, its home made; a failure ends in nspawn's
+    two lines (its parent adds the second to any failure of the child)."""
+    try:
+        user = getent.resolve(name)
+        getent.make_home(user)
+    except errors.UserError as e:
+        raise errors.UserError(f"{e.message}\nChild died too early.") from None
+    return user
 
 
 def _limit(plan, console_pts, user) -> None:
@@ -190,7 +199,8 @@ def _read_db(path: str) -> list[list[str]]:
 
 
 def resolve_user(name: str) -> User:
-    """Look the user up in the container's own /etc/passwd and /etc/group."""
+    """Look the user up in the container's own /etc/passwd and /etc/group (ctl's enter only:
+    a container's --user= goes through its getent, pid1/getent.py)."""
     UserError = errors.UserError
     for entry in _read_db("/etc/passwd"):
         if len(entry) >= 7 and (entry[0] == name or (name.isdigit() and entry[2] == name)):
@@ -204,19 +214,6 @@ def resolve_user(name: str) -> User:
     raise UserError(f"Failed to resolve user {name}.")
 
 
-def make_home(user) -> None:
-    """Create the user's missing home directory (not its parents), 0755 and theirs, as
-    nspawn does; one that exists, or is no directory, is left as it is."""
-    try:
-        os.mkdir(user.home, 0o755)
-    except (FileExistsError, NotADirectoryError):
-        return
-    except OSError as e:
-        raise errors.UserError(f"Failed to make home directory: {e.strerror}") from None
-    os.chmod(user.home, 0o755)
-    os.chown(user.home, user.uid, user.gid)
-
-
 def root_shell() -> str:
     for entry in _read_db("/etc/passwd"):
         if len(entry) >= 7 and entry[2] == "0" and entry[6]:
@@ -224,8 +221,9 @@ def root_shell() -> str:
     return "/bin/sh"
 
 
-def build_env(plan, user) -> dict:
-    """PID 1's environment, in nspawn's order; --setenv wins."""
+def build_env(plan, user, name=None) -> dict:
+    """PID 1's environment, in nspawn's order; --setenv wins.  USER and LOGNAME are
+    --user= as given (nspawn's: "-u 0" is USER=0)."""
     env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
            "container": plan.machine.service}
     if plan.console.term:
@@ -233,7 +231,7 @@ def build_env(plan, user) -> dict:
     if user:
         env.update(HOME=user.home, USER=user.name, LOGNAME=user.name)
     else:
-        env.update(HOME="/root", USER="root", LOGNAME="root")
+        env.update(HOME="/root", USER=name or "root", LOGNAME=name or "root")
     if not plan.settings.boot:
         env["LANG"] = "C.UTF-8"  # nspawn gives a shell payload a UTF-8 locale, not an init
     env["container_uuid"] = plan.machine.uuid_dashed

@@ -37,20 +37,6 @@ PYTHON = "/usr/bin/python3"
 PROBE = HERE / "probe.sh"
 PROBE_IN_TREE = "/usr/bin/probe"  # in /usr: it must survive --volatile=yes
 TIMEOUT = 60
-GETENT = """#!/bin/sh
-# getent passwd|group KEY (by name or number); getent initgroups USER (primary + member gids)
-case "$1" in
-passwd|group)
-    awk -F: -v k="$2" '$1 == k || $3 == k { print; f = 1; exit } END { exit !f }' "/etc/$1" ;;
-initgroups)
-    gid=$(awk -F: -v k="$2" '$1 == k { print $4 }' /etc/passwd)
-    [ -n "$gid" ] || exit 2
-    more=$(awk -F: -v u="$2" '{ n = split($4, m, ","); for (i = 1; i <= n; i++)
-        if (m[i] == u) printf " %s", $3 }' /etc/group)
-    echo "$2 $gid$more" ;;
-*) exit 1 ;;
-esac
-"""
 # systemd-nspawn 252 says this at every exit on a host whose /run is no tmpfs (cleaning up
 # /run/systemd/nspawn/propagate/NAME): noise, not an outcome.
 NSPAWN_RUN_NOISE = "Attempted to remove disk file system under"
@@ -142,12 +128,6 @@ def build_world(scenario: Scenario, world: World) -> None:
     else:
         rootfs.busybox_tree(world.tree)
     shutil.copy(PROBE, world.tree / PROBE_IN_TREE.lstrip("/"))
-    if scenario.tree == "busybox":
-        # systemd-nspawn 252 resolves --user= by running getent in the container; busybox has
-        # none, so the tree gets a small one (the scenario "user-without-getent" removes it).
-        getent = world.tree / "usr/bin/getent"
-        getent.write_text(GETENT)
-        os.chmod(getent, 0o755)
     if scenario.boot_probe:
         init = world.tree / "sbin/init"
         init.unlink()

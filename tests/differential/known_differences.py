@@ -38,9 +38,6 @@ WHOLE = "*"
 
 KNOWN: list[Known] = [
     # --- whole scenarios where only one tool runs the payload -------------------------------
-    _open("user-without-getent", WHOLE,
-          "issue 9 #9 (refusals): nspawn 252 resolves --user= only through getent in the "
-          "container and refuses without it; nspawnpy reads /etc/passwd"),
 
     # --- issue 9 #3: propagation and /run/host/incoming ------------------------------------
     _open("*", "mountinfo.*.propagation",
