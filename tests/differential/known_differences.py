@@ -40,8 +40,12 @@ KNOWN: list[Known] = [
     # --- whole scenarios where only one tool runs the payload -------------------------------
 
     # --- issue 9 #3: propagation and /run/host/incoming ------------------------------------
-    _open("*", "mountinfo.*.propagation",
-          "issue 9 #3: container mounts are private; nspawn's are shared"),
+    _explained("*", "mountinfo.*.propagation",
+               "a deliberate improvement: the container's root is switched to with pivot_root "
+               "(nspawn 252 moves it onto / and chroots, which a chroot break-out escapes); "
+               "pivot_root takes the root out of its peer group, so a bind of a path inside "
+               "the tree (+SRC, a settings file's mounts) is shared in a group of its own where "
+               "nspawn's shares the root's"),
     _open("*", "mountinfo./run/host/incoming#*",
           "issue 9 #3: /run/host/incoming (the propagation tunnel) missing"),
     _open("*", "runhost./run/host/incoming",
