@@ -102,6 +102,11 @@ class EtcStep:
     def __init__(self, name: str, action, *args):
         self.name, self.action, self.args = name, action, args
 
+    @property
+    def as_host_root(self) -> bool:
+        """With a user namespace nspawn writes /etc/localtime as the host's root (unchowned)."""
+        return self.name == "localtime"
+
     def __repr__(self) -> str:
         return f"EtcStep(/etc/{self.name}: {self.action.__name__.lstrip('_')})"
 

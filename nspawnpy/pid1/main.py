@@ -114,8 +114,8 @@ def run_tree_steps(steps, root: str, owner) -> None:
     fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for step in steps:
-            # nspawn writes /etc/localtime as the host's root and leaves it so
-            as_owner = not getattr(step, "as_host_root", False)
+            from .etcfiles import EtcStep
+            as_owner = not (isinstance(step, EtcStep) and step.as_host_root)
             linux.set_fs_ids(*((owner, owner) if as_owner else (0, 0)))
             step(f"/proc/self/fd/{fd}")
     finally:
