@@ -191,6 +191,8 @@ CASES = [
     case("machine-id-link", [("link", "/etc/machine-id", "/machine-id")], (), ()),
     case("machine-id-dotdot", [("dotdot", "/etc/machine-id", "/machine-id")], (), ()),
     case("machine-id-fifo", [("fifo", "/etc/machine-id")], (), ()),
+    case("machine-id-chr", [("chr", "/etc/machine-id")], (), ()),
+    case("machine-id-dir", [("dir", "/etc/machine-id")], (), ()),
     # the journal directory and the directories above it
     *[case(f"{where.strip('/').replace('/', '-')}-{kind}-link-journal-{mode}",
            [("file", "/etc/machine-id", JOURNAL_ID + "\n"), (kind, where, sub)],
@@ -206,6 +208,11 @@ CASES = [
     *[case(f"bind-dest-{kind}", [(kind, "/mnt")], ("--bind=/usr/share/zoneinfo:/mnt/x",),
            ("/mnt", "/mnt/x"))
       for kind in ("link", "dotdot")],
+    *[case(f"bind-file-onto-{kind}", [(kind, "/etc/target")],
+           ("--bind-ro=/etc/os-release:/etc/target",), ("/etc/target",))
+      for kind in ("fifo", "chr", "sock", "dir")],
+    case("bind-dir-onto-file", [("file", "/etc/target", "x\n")],
+         ("--bind-ro=/usr/share/zoneinfo:/etc/target",), ("/etc/target",)),
     *[case(f"tmpfs-dest-{kind}", [(kind, "/mnt")], ("--tmpfs=/mnt/x",), ("/mnt", "/mnt/x"))
       for kind in ("link", "dotdot")],
     *[case(f"bind-plus-source-{kind}", [(kind, "/evil", "/sub")], ("--bind=+/evil:/mnt",),

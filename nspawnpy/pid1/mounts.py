@@ -94,10 +94,16 @@ class Bind(Op):
             fd = intree.resolve(root, self.source) if self.in_container else \
                 os.open(self.source, os.O_PATH | os.O_CLOEXEC)
         except OSError as e:
-            raise OSError(e.errno, f"Failed to stat {self.source}: {os.strerror(e.errno)}") from None
+            raise OSError(e.errno, f"Failed to stat {self.source}: "
+                                   f"{os.strerror(e.errno)}") from None
         try:
             is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
             with intree.at(root, self.where, "dir" if is_dir else "file") as target:
+                if stat.S_ISDIR(os.stat(target).st_mode) != is_dir:
+                    kinds = ("directory", "file") if is_dir else ("file", "directory")
+                    where = intree.host_path(root) + intree.canonical(root, self.where)
+                    raise OSError(20 if is_dir else 21, f"Cannot bind mount {kinds[0]} "
+                                  f"{self.source} on {kinds[1]} {where}.")
                 linux.mount(intree.fd_path(fd), target, None,
                             MS_BIND | (MS_REC if self.recursive else 0))
         finally:

@@ -57,7 +57,11 @@ def machine_id(root: str, requested) -> str:
         value = intree.read_file(root, "/etc/machine-id", 4096).decode().strip()
         if len(value) == 32 and all(c in "0123456789abcdef" for c in value) and int(value, 16):
             return value
-    except (OSError, ValueError):  # includes UnicodeDecodeError
+    except OSError as e:
+        if e.errno == 21:  # EISDIR: nspawn gives up on such a tree
+            raise UserError("Failed to read machine ID from container image: Is a directory") \
+                from None
+    except ValueError:  # includes UnicodeDecodeError
         pass
     if requested:
         return requested
