@@ -385,6 +385,41 @@ def test_host_journal_link_leads_into_the_tree_not_where_the_trees_link_points(s
     assert snapshot(canary) == before
 
 
+@pytest.mark.parametrize("mode", ("try-guest", "guest", "host"))
+@pytest.mark.parametrize("kind", ("link", "dotdot"))
+@pytest.mark.parametrize("linked_before", (False, True), ids=("fresh", "linked-before"))
+def test_a_journal_link_to_a_tree_that_fails_to_start_is_removed_unless_it_was_there(
+        scratch, mode, kind, linked_before):
+    """/var in the tree loops back into it: the guest side fails after the host's link was
+    made. The link this run made goes again; one that was there before (a link to this tree
+    from an earlier start) stays."""
+    skip_unless(Path("/var/log/journal").is_dir(), "the host has no /var/log/journal")
+    canary = scratch / "canary"
+    canary_contents(canary)
+    machine_id = secrets.token_hex(16)  # ours alone: other runs link in /var/log/journal too
+    tree = rootfs.busybox_tree(scratch / "ours" / ("bb-" + scratch.name[-6:]))
+    apply(tree, canary, [("file", "/etc/machine-id", machine_id + "\n"), (kind, "/var", "")])
+    link = Path("/var/log/journal", machine_id)
+    earlier = f"{tree}/var/log/journal/{machine_id}"
+    if linked_before:
+        os.symlink(earlier, link)
+    try:
+        before = os.lstat(link).st_ino if linked_before else None
+        r = run("ours", tree, (f"--link-journal={mode}",), ())
+        after = os.lstat(link).st_ino if os.path.lexists(link) else None
+    finally:
+        if os.path.islink(link):
+            link.unlink()
+        elif link.is_dir():
+            link.rmdir()
+    assert r.returncode == 1, r.stderr
+    assert "Failed to create /var: Too many levels of symbolic links" in r.stderr
+    if mode == "host" and linked_before:
+        assert after is None  # host mode replaces a link into the tree, as nspawn does
+    else:
+        assert after == before, "the host's /var/log/journal changed"
+
+
 @pytest.mark.parametrize("setup, options, paths, probe", CASES)
 def test_hostile_tree_leaves_the_host_alone_as_nspawn_does(request, scratch, setup, options,
                                                           paths, probe):

@@ -50,7 +50,7 @@ def _build(settings, cleanups: list) -> ContainerPlan:
     tunnel = propagate.setup(machine.name, cleanups)
     from .journal import link_journal  # host side now (last: nothing after it can fail)
     steps = _etc_steps(settings) + [s for s in (link_journal(
-        settings, tree.root, machine.uuid),) if s]
+        settings, tree.root, machine.uuid, cleanups),) if s]
     from ..supervisor import cgroup
     from ..config import environ
     mounts = Mounts(custom, tuple(steps),

@@ -11,7 +11,10 @@ starts; `link_journal()` returns the guest side (pid1/journal.py's GuestJournal:
 in the tree, the bind mount), which the container's PID 1 runs on the unpivoted tree.
 
 Like nspawn, the guest-mode symlink is left on the host when the machine stops, so that
-`journalctl -m` / `-M` keep finding the guest's journal; the next start reuses it.
+`journalctl -m` / `-M` keep finding the guest's journal; the next start reuses it. A link
+(or host-mode directory) this run made is removed again if the container never started
+(its guest side or a later step failed, or the supervisor died before the go-ahead): nspawn
+makes the tree's directories before the link, so a tree it cannot start gets none either.
 
 Runs in: the host side, before clone; the returned step runs in PID 1 before pivot_root.
 """
@@ -24,8 +27,9 @@ from ..pid1.journal import JOURNAL, GuestJournal, _warn, is_mount_point
 HOST_MACHINE_ID = "/etc/machine-id"
 
 
-def link_journal(settings, root: str, machine_id: str):
-    """Do the host side now; return the step for the guest side, or None."""
+def link_journal(settings, root: str, machine_id: str, cleanups: list):
+    """Do the host side now, registering the undoing of what it made on `cleanups`;
+    return the step for the guest side, or None."""
     mode = settings.link_journal
     if mode == "no" or settings.ephemeral:  # nspawn never links an ephemeral machine's journal
         return None
@@ -35,7 +39,39 @@ def link_journal(settings, root: str, machine_id: str):
         return None
     p = f"{JOURNAL}/{machine_id}"
     q = root + _in_tree(root, p)  # the host's link leads where the guest's journal is made
-    return GuestJournal(q, p, try_, _host_side(mode, p, q, try_))
+    made = _Made(p)
+    link = _host_side(mode, p, q, try_, made)
+    cleanups.append(made)
+    return GuestJournal(q, p, try_, link)
+
+
+class _Made:
+    """What the host side made at /var/log/journal/ID (its device and inode), removed at
+    exit unless the container started; never what another run or the admin put there."""
+
+    def __init__(self, path: str):
+        self.path, self.ident, self.started = path, None, False
+
+    def record(self) -> None:
+        st = os.lstat(self.path)
+        self.ident = (st.st_dev, st.st_ino)
+
+    def on_started(self) -> None:
+        self.started = True
+
+    def __call__(self) -> None:
+        if self.started or self.ident is None:
+            return
+        try:
+            st = os.lstat(self.path)
+            if (st.st_dev, st.st_ino) != self.ident:
+                return
+            if os.path.islink(self.path):
+                os.unlink(self.path)
+            else:
+                os.rmdir(self.path)  # host mode: only while empty
+        except OSError:
+            pass
 
 
 def _may_link(settings, root: str, machine_id: str, try_: bool) -> bool:
@@ -57,7 +93,7 @@ def _may_link(settings, root: str, machine_id: str, try_: bool) -> bool:
     return True
 
 
-def _host_side(mode: str, p: str, q: str, try_: bool):
+def _host_side(mode: str, p: str, q: str, try_: bool, made: _Made):
     """The host's /var/log/journal/ID for `mode`; returns what the guest side then does:
     "dir" (the host links to the tree), "bind" (the host's directory is bound in) or None."""
     if os.path.lexists(p) and is_mount_point(p):
@@ -73,10 +109,12 @@ def _host_side(mode: str, p: str, q: str, try_: bool):
             if try_:
                 return None
             raise UserError(f"Failed to symlink {q} to {p}: {e.strerror}") from None
+        made.record()
         return "dir"
     if mode == "host":
         try:
             os.mkdir(p, 0o755)  # not its parents: a host without a persistent journal keeps none
+            made.record()
         except FileExistsError:
             pass
         except OSError as e:

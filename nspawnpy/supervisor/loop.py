@@ -314,6 +314,9 @@ class Supervisor(Events):
             from .console import Relay
             self.relay = Relay(self.console_master, self.plan.console.mode)
         self.sync.send(protocol.GO)
+        for cleanup in self.plan.cleanups:  # what only a start that failed undoes is kept
+            if hasattr(cleanup, "on_started"):
+                cleanup.on_started()
         if self.janitor:
             import time
             self.janitor_renewal = time.monotonic() + JANITOR_RENEWAL
