@@ -23,15 +23,17 @@ class Janitor:
         import gc
         import select  # noqa: F401 - for _watch, imported before the fork (shared pages)
         gc.freeze()  # no collection walks (and copies) the pages we share
+        supervisor = os.getpid()
         self.pid = os.fork()
         if self.pid == 0:
+            supervisor_fd = _pidfd_of_parent(supervisor)
             os.close(self.write_end)
             for fd in loop_fds:
                 try:
                     os.close(fd)
                 except OSError:
                     pass
-            _watch(read_end, cleanups, container_pidfd)
+            _watch(read_end, cleanups, container_pidfd, supervisor_fd)
         os.close(read_end)
 
     def renewed(self, loop_fds=()) -> "Janitor":
@@ -59,7 +61,19 @@ class Janitor:
             self.pid = 0
 
 
-def _watch(read_end: int, cleanups: list, pidfd: int) -> None:
+def _pidfd_of_parent(supervisor: int):
+    """A pidfd of the supervisor, taken while it is surely our parent (not a recycled PID)."""
+    try:
+        fd = os.pidfd_open(supervisor)
+    except OSError:
+        return None
+    if os.getppid() != supervisor:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _watch(read_end: int, cleanups: list, pidfd: int, supervisor_fd) -> None:
     import _signal
     import select
     from . import signals
@@ -76,6 +90,10 @@ def _watch(read_end: int, cleanups: list, pidfd: int) -> None:
                 _signal.pidfd_send_signal(pidfd, 9)
             except ProcessLookupError:
                 pass
+            # Our pipe closes early in the supervisor's exit, before it leaves its cgroups:
+            # wait for its exit to finish, or supervisor/ is still busy when we remove it.
+            if supervisor_fd is not None:
+                select.select([supervisor_fd], [], [], 30)
             select.select([pidfd], [], [], 30)
             for cleanup in reversed(cleanups):
                 try:
