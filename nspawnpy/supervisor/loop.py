@@ -233,6 +233,8 @@ class Supervisor(Events):
     def start(self) -> None:
         for step, _, _ in self.START:
             getattr(self, step)()
+        import gc
+        gc.enable()  # off during the set-up (__main__.run_and_exit); the loop runs for long
 
     def place_in_cgroup(self) -> None:
         """Give the payload (and with --keep-unit the supervisor) its cgroups, right after
