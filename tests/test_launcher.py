@@ -115,7 +115,7 @@ def test_payload_is_pid_1_with_pipe_console(run_nspawnpy, busybox_root):
 def test_without_a_command_a_shell_starts(run_nspawnpy, busybox_root):
     r = run_pipe(run_nspawnpy, busybox_root, input="echo shell=$0; exit 3\n")
     assert r.returncode == 3
-    assert "shell=/bin/sh" in r.stdout
+    assert "shell=-sh" in r.stdout  # a login shell, as nspawn's (tests/test_login_shell.py)
 
 
 def test_command_is_looked_up_on_the_container_path(run_nspawnpy, busybox_root):

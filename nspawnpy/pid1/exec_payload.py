@@ -15,6 +15,11 @@ from . import caps, getent, loopback, seccomp_load, stubinit
 from .. import errors, linux
 
 BOOT_INITS = ("/usr/lib/systemd/systemd", "/lib/systemd/systemd", "/sbin/init")
+# No command: nspawn 252 runs a login shell, bash else sh (not the user's shell from passwd),
+# in the home directory; its failure names what it tried (Debian's default shell first).
+LOGIN_SHELL = ("-bash",)  # marks argv: no command given
+LOGIN_SHELLS = (("/bin/bash", "-bash"), ("/bin/sh", "-sh"))
+LOGIN_SHELLS_TRIED = "/bin/bash, /bin/bash, /bin/sh"
 PER_LINUX32 = 0x0008
 SIGKILL = 9
 TIOCSCTTY = 0x540E
@@ -37,7 +42,7 @@ def start(plan, console_pts) -> None:
     if s.boot:
         argv = [find_init(), *s.parameters]
     elif not argv:
-        argv = [user.shell if user else root_shell()]
+        argv = LOGIN_SHELL
     path = _lookup(argv[0], env)
     if s.chdir:
         try:
@@ -89,10 +94,29 @@ def _exec_payload(plan, console_pts, path, argv, env) -> None:
     if s.selinux_context:  # --selinux-context=: the label the payload runs with
         with open("/proc/thread-self/attr/exec", "w") as f:
             f.write(s.selinux_context)
+    if argv is LOGIN_SHELL:
+        _exec_login_shell(plan, env)
     try:
         os.execve(path, argv, env)
     except OSError as e:
         raise OSError(e.errno, f"execv({path}) failed: {os.strerror(e.errno)}") from None
+
+
+def _exec_login_shell(plan, env) -> None:
+    """nspawn's shell for no command: in the home directory unless --chdir= (as the user,
+    and staying in / when it cannot go there), -bash, else -sh."""
+    if not plan.settings.chdir:
+        try:
+            os.chdir(env.get("HOME") or "/root")
+        except OSError:
+            pass
+    error = 0
+    for path, name in LOGIN_SHELLS:
+        try:
+            os.execve(path, [name], env)
+        except OSError as e:
+            error = e.errno
+    raise OSError(error, f"execv({LOGIN_SHELLS_TRIED}) failed: {os.strerror(error)}")
 
 
 def take_on_limits(seccomp, bounding: int, user, ambient: int, no_new_privs: bool) -> None:

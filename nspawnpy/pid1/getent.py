@@ -24,18 +24,18 @@ PASSWD_FIELDS = ("user", "password", "UID", "GID", "GECOS", "home directory")
 
 class Account:
     """The user the payload runs as: `name` as given to --user=, the rest from getent."""
-    __slots__ = ("name", "uid", "gid", "home", "shell", "groups")
+    __slots__ = ("name", "uid", "gid", "home", "groups")
 
-    def __init__(self, name, uid, gid, home, shell, groups):
+    def __init__(self, name, uid, gid, home, groups):
         self.name, self.uid, self.gid = name, uid, gid
-        self.home, self.shell, self.groups = home, shell, groups
+        self.home, self.groups = home, groups
 
 
 def resolve(name: str) -> Account:
     """The account --user=NAME names, as the container's getent reports it."""
-    uid, gid, home, shell = parse_passwd(lookup("passwd", name, name))
+    uid, gid, home = parse_passwd(lookup("passwd", name, name))
     groups = parse_initgroups(lookup("initgroups", name, name))
-    return Account(name, uid, gid, home, shell, groups)
+    return Account(name, uid, gid, home, groups)
 
 
 def lookup(database: str, key: str, user: str) -> str:
@@ -103,8 +103,8 @@ def _signal_name(number: int) -> str:
     return names.get(number, str(number))
 
 
-def parse_passwd(line: str) -> tuple[int, int, str, str]:
-    """UID, GID, home directory and shell of a passwd line, with nspawn's complaints."""
+def parse_passwd(line: str) -> tuple[int, int, str]:
+    """UID, GID and home directory of a passwd line, with nspawn's complaints."""
     fields = line.split(":")
     # each of the first six fields must end in a colon (the home directory's too)
     if len(fields) <= len(PASSWD_FIELDS):
@@ -116,7 +116,7 @@ def parse_passwd(line: str) -> tuple[int, int, str, str]:
     gid = _parse_id(fields[3])
     if gid is None:
         raise errors.UserError("Failed to parse GID of user.")
-    return uid, gid, fields[5], fields[6] or "/bin/sh"
+    return uid, gid, fields[5]
 
 
 def parse_initgroups(line: str) -> list[int]:
