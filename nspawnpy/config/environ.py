@@ -41,14 +41,14 @@ def api_vfs_writable():
     return bool(env_bool("SYSTEMD_NSPAWN_API_VFS_WRITABLE", False))
 
 
-def shared_namespaces() -> frozenset:
+def shared_namespaces(share_system: bool = False) -> frozenset:
     """The host namespaces the container keeps: 'ipc', 'pid', 'uts' ($SYSTEMD_NSPAWN_SHARE_NS_*;
-    $SYSTEMD_NSPAWN_SHARE_SYSTEM keeps all three)."""
+    $SYSTEMD_NSPAWN_SHARE_SYSTEM, or the deprecated --share-system, keeps all three)."""
     shared = set()
     for kind in ("ipc", "pid", "uts"):
         if env_bool(f"SYSTEMD_NSPAWN_SHARE_NS_{kind.upper()}", False):
             shared.add(kind)
-    if env_bool("SYSTEMD_NSPAWN_SHARE_SYSTEM", False):
+    if share_system or env_bool("SYSTEMD_NSPAWN_SHARE_SYSTEM", False):
         shared |= {"ipc", "pid", "uts"}
     return frozenset(shared)
 

@@ -26,6 +26,7 @@ class Fields:
     pivot_root: tuple | None
     boot: bool
     as_pid2: bool
+    share_system: bool
     parameters: list
     chdir: str | None
     setenv: list

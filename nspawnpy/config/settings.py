@@ -57,6 +57,15 @@ def _rlimit_cli_store(settings, value, from_file=False):
     settings.cli_groups.add(f"rlimit_{name}")   # each limit is its own precedence group
 
 
+def _share_system(settings, value, from_file=False):
+    # nspawn 252 still takes the old option: it says so and shares what
+    # $SYSTEMD_NSPAWN_SHARE_SYSTEM=1 shares
+    import sys
+    sys.stderr.write("Please do not use --share-system anymore, use $SYSTEMD_NSPAWN_SHARE_* "
+                     "instead.\n")
+    settings.share_system = True
+
+
 def _private_users_U(settings, value, from_file=False):
     import os
     if os.path.exists("/proc/self/ns/user"):
@@ -137,6 +146,9 @@ OPTIONS = [
       group="start", topic=EXE, help="Boot up full system (i.e. invoke init)"),
     O("as_pid2", "as-pid2", "a", key="Exec/ProcessTwo", kind="flag", parse=p.boolean, default=False,
       group="start", topic=EXE, help="Maintain a stub init as PID1, invoke binary as PID2"),
+    O("share_system", "share-system", kind="flag", default=False, store=_share_system, topic=EXE,
+      help="Deprecated: share the host's IPC, PID and UTS namespaces "
+           "(use $SYSTEMD_NSPAWN_SHARE_SYSTEM=1)"),
     O("parameters", key="Exec/Parameters", parse=p.word_list, kind="list", default=[], group="start",
       topic=EXE, help="Command line (or init arguments with Boot=yes)"),
     O("chdir", "chdir", key="Exec/WorkingDirectory", parse=p.absolute_path, metavar="PATH",

@@ -60,7 +60,7 @@ def _build(settings, cleanups: list) -> ContainerPlan:
     return ContainerPlan(settings=settings, tree=tree, machine=machine, console=console,
                          mounts=mounts, network=network, host=_host(), userns=userns,
                          kept_caps=kept_caps, seccomp=seccomp, credentials=credentials,
-                         registration=registration, shared_ns=environ.shared_namespaces(),
+                         registration=registration, shared_ns=environ.shared_namespaces(settings.share_system),
                          cleanups=cleanups)
 
 
