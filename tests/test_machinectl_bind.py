@@ -147,3 +147,45 @@ def test_plain_runs_here_leave_no_tunnel(run_nspawnpy, busybox_root):
     with open("/proc/self/mountinfo") as f:
         assert [m for m in propagate_mounts(f.read()) if name in m] == []
     assert leftovers(busybox_root.parent) == []
+
+
+def test_two_runs_of_one_name_share_the_tunnel_and_the_last_one_out_removes_it(busybox_root):
+    """--register=no lets two trees run under one name: both get /run/host/incoming, the
+    one that ends first leaves the other's host end in place (nspawn 252 removes it under
+    the other), and once both are gone nothing is left. Then the same with both started at
+    once, a few rounds (the first one's removal racing the second one's bind)."""
+    import os
+    import time
+    from conftest import spawn, stop
+    name = f"bbshared-{os.getpid()}"
+    other = rootfs.busybox_tree(busybox_root.parent / "other")
+    host_end = f"{PROPAGATE}/{name}"
+    check = "test -d /run/host/incoming && echo incoming"
+    first = spawn(busybox_root, "--console=pipe", "-M", name, "/bin/sh", "-c",
+                  f"touch /started; while [ ! -e /go ]; do sleep 0.05; done; {check}")
+    try:
+        deadline = time.monotonic() + 30
+        while not (busybox_root / "started").exists() and first.poll() is None:
+            assert time.monotonic() < deadline, "the first run did not start"
+            time.sleep(0.05)
+        inode = os.stat(host_end).st_ino
+        second = spawn(other, "--console=pipe", "-M", name, "/bin/sh", "-c", check)
+        assert second.communicate(timeout=60) == ("incoming\n", "")
+        assert second.returncode == 0
+        assert os.stat(host_end).st_ino == inode, "the second run removed the first one's tunnel"
+        (busybox_root / "go").touch()
+        assert first.communicate(timeout=60) == ("incoming\n", "")
+        assert first.returncode == 0
+    finally:
+        (busybox_root / "go").touch()
+        stop(first)
+    assert not os.path.lexists(host_end)
+    for _ in range(3):
+        runs = [spawn(tree, "--console=pipe", "-M", name, "/bin/sh", "-c", check)
+                for tree in (busybox_root, other)]
+        assert [r.communicate(timeout=60) for r in runs] == [("incoming\n", "")] * 2
+        assert [r.returncode for r in runs] == [0, 0]
+        assert not os.path.lexists(host_end)
+    with open("/proc/self/mountinfo") as f:
+        assert [m for m in propagate_mounts(f.read()) if name in m] == []
+    assert leftovers(busybox_root.parent) == []
