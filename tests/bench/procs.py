@@ -9,14 +9,20 @@ from pathlib import Path
 ROLLUP_KEYS = ("Rss", "Pss", "Pss_Anon", "Pss_File", "Anonymous")
 
 
-def proc_status(pid: int) -> dict:
+def _fields(path: str, keys) -> dict:
+    """The "Key: value" lines of a /proc file whose key is in *keys* (empty if it is gone)."""
     out = {}
     with contextlib.suppress(OSError):
-        with open(f"/proc/{pid}/status") as f:
+        with open(path) as f:
             for line in f:
                 key, _, val = line.partition(":")
-                if key in ("Name", "VmHWM", "VmRSS", "PPid"):
+                if key in keys:
                     out[key] = val.strip()
+    return out
+
+
+def proc_status(pid: int) -> dict:
+    out = _fields(f"/proc/{pid}/status", ("Name", "VmHWM", "VmRSS", "PPid"))
     for key in ("VmHWM", "VmRSS"):
         if key in out:
             out[key] = int(out[key].split()[0])  # kB
@@ -74,11 +80,5 @@ def describe_tree(pid: int) -> list[dict]:
 
 def smaps_rollup(pid: int) -> dict:
     """kB figures of /proc/PID/smaps_rollup (empty if the process is gone)."""
-    out = {}
-    with contextlib.suppress(OSError):
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                key, _, val = line.partition(":")
-                if key in ROLLUP_KEYS:
-                    out[key] = int(val.split()[0])
-    return out
+    return {key: int(val.split()[0])
+            for key, val in _fields(f"/proc/{pid}/smaps_rollup", ROLLUP_KEYS).items()}
