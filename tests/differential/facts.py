@@ -4,8 +4,8 @@ that two runs of the same tool on the same tree and options give the same facts.
 Normalised (each is legitimately random per run, or names a scratch path that differs between
 harness runs but not between the two tools of one comparison):
   * mount IDs, parent IDs and anonymous device numbers (0:N): allocated by the kernel per mount;
-  * peer group numbers (shared:N, master:N, propagate_from:N): renumbered by first appearance in
-    a canonical order (mount point, then stacking order), so only which mounts share is compared;
+  * peer group numbers (shared:N, master:N, propagate_from:N): named after the group's first
+    member in mount point order, so only which mounts share a group is compared;
   * /dev/pts/N: pty numbers depend on what else runs on the machine;
   * pipe:[N], socket:[N], anon_inode inode numbers and namespace inode numbers (the latter are
     turned into "host"/"private" by comparing with the host's own);
@@ -224,16 +224,29 @@ def _parse_mountinfo(lines, ctx):
     for m in mounts:
         m["stack"] = stack.get(m["mp"], 0)
         stack[m["mp"]] = m["stack"] + 1
-    groups: dict[str, int] = {}
+    # A peer group is named after its first member in mount point order ("shared:@/proc#0"),
+    # so one mount that joins another group does not renumber every group after it; a group
+    # with no member in this namespace (master:N of the host's) is "outsideK", K by first use.
+    ordered = sorted(mounts, key=lambda m: (m["mp"], m["stack"]))
+    groups: dict[str, str] = {}
+    for m in ordered:
+        for tag in m["optional"]:
+            kind, _, n = tag.partition(":")
+            if kind == "shared":
+                groups.setdefault(n, f"@{m['mp']}#{m['stack']}")
+    outside = 0
+    for m in ordered:
+        for tag in m["optional"]:
+            n = tag.partition(":")[2]
+            if n and n not in groups:
+                outside += 1
+                groups[n] = f"outside{outside}"
 
     def renumber(tag: str) -> str:
         kind, _, n = tag.partition(":")
-        if not n:
-            return tag
-        groups.setdefault(n, len(groups) + 1)
-        return f"{kind}:G{groups[n]}"
+        return f"{kind}:{groups[n]}" if n else tag
 
-    for m in sorted(mounts, key=lambda m: (m["mp"], m["stack"])):
+    for m in ordered:
         key = f"{m['mp']}#{m['stack']}"
         yield f"{key}.fstype", m["fstype"]
         yield f"{key}.source", m["source"]

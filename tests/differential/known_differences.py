@@ -37,6 +37,27 @@ USERNS = "*userns*"
 WHOLE = "*"
 
 KNOWN: list[Known] = [
+    # --- explained (first: a specific reason wins over a general open entry) ----------
+    _explained("*ephemeral*", "mountinfo./#0.*",
+               "deliberate: -x runs on an overlay of the tree with an upper layer beside it; "
+               "nspawn 252 makes a full copy on non-btrfs file systems"),
+    _explained("*overlay*", "mountinfo.*#0.super",
+               "host-side scratch directories (overlay upper/work, empty bind sources) have "
+               "other names than nspawn's; the layers themselves are compared by the rest"),
+    _explained("bind-empty-source", "mountinfo./mnt/scratch#0.root",
+               "host-side scratch directory name for an empty bind source"),
+    _explained("*inaccessible*", "mountinfo.*",
+               "deliberate: --inaccessible= masks with nodes in the container's own "
+               "/run/host/inaccessible (as nspawn >= 254), not the host's "
+               "/run/systemd/inaccessible"),
+    _explained("suite-big-settings-file", "mountinfo./var#0.super",
+               "host-side scratch directory names of Overlay=+/var::/var's temporary upper"),
+    _explained("suite-big-settings-file", "mountinfo./opt/*",
+               "deliberate: Inaccessible= masks with the container's /run/host/inaccessible"),
+    _explained("suite-big-settings-file", "mountinfo.*.propagation",
+               "deliberate (as --inaccessible=): the masks are binds from /run/host/inaccessible, "
+               "so they are peers of /run's group, which then is named after them"),
+
     # --- whole scenarios where only one tool runs the payload -------------------------------
 
     # --- issue 9 #3: propagation and /run/host/incoming ------------------------------------
@@ -80,31 +101,10 @@ KNOWN: list[Known] = [
     _open("*", "dev./dev/net/tun",
           "issue 9 #5: /dev/net/tun is 0666 (nspawn: 0600); under -U nobody-owned"),
 
-    # --- issue 9 #6: /etc --------------------------------------------------------------------
-
     # --- issue 9 #7: -a stub init ------------------------------------------------------------
     _open("*as-pid2*", "self.pid1_*",
           "issue 9 #7: -a PID 1's executable is python3.11 (nspawn's stub is its own binary)"),
 
-    # --- unowned (DIFF): console, users, credentials, /proc/kmsg ------------------------------
-
-    # --- explained ---------------------------------------------------------------------------
-    _explained("*ephemeral*", "mountinfo./#0.*",
-               "deliberate: -x runs on an overlay of the tree with an upper layer beside it; "
-               "nspawn 252 makes a full copy on non-btrfs file systems"),
-    _explained("*overlay*", "mountinfo.*#0.super",
-               "host-side scratch directories (overlay upper/work, empty bind sources) have "
-               "other names than nspawn's; the layers themselves are compared by the rest"),
-    _explained("bind-empty-source", "mountinfo./mnt/scratch#0.root",
-               "host-side scratch directory name for an empty bind source"),
-    _explained("*inaccessible*", "mountinfo.*",
-               "deliberate: --inaccessible= masks with nodes in the container's own "
-               "/run/host/inaccessible (as nspawn >= 254), not the host's "
-               "/run/systemd/inaccessible"),
-    _explained("suite-big-settings-file", "mountinfo./var#0.super",
-               "host-side scratch directory names of Overlay=+/var::/var's temporary upper"),
-    _explained("suite-big-settings-file", "mountinfo./opt/*",
-               "deliberate: Inaccessible= masks with the container's /run/host/inaccessible"),
 ]
 
 
