@@ -75,9 +75,6 @@ KNOWN: list[Known] = [
           "issue 9 #3/#4/#5: number of mounts follows from the mount differences listed"),
 
     # --- issue 9 #4: mount options and stacking ------------------------------------------
-    _open("*", "mountinfo./proc/sys/net#*",
-          "issue 9 #4: with a private network nspawn stacks a writable /proc/sys/net over "
-          "the read-only one"),
     _open("*", "mountinfo./proc/sys/kernel/random/boot_id#*",
           "issue 9 #4: boot_id mount (nspawn stacks a read-only on a writable one; name of "
           "the deleted file)"),
