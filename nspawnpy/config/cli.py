@@ -16,8 +16,15 @@ def _bad_value(option: Option, spelled: str, value: str, reason: str) -> UserErr
     from .values import shown
     from .wording import PARSE_ERRORS
     if option.long in PARSE_ERRORS:   # nspawn's sentence for this option
-        return UserError(PARSE_ERRORS[option.long].format(shown(value)))
+        return UserError(_naming(option, PARSE_ERRORS[option.long].format(shown(value))))
     return UserError(f"Invalid value for {spelled}: '{shown(value)}': {shown(reason)}.")
+
+
+def _naming(option: Option, sentence: str) -> str:
+    """nspawn's sentence, followed by the option where the sentence does not name it
+    (our rule: a bad value's error names its option)."""
+    name = option.spelled()
+    return sentence if name in sentence else f"{sentence} ({name}=)"
 
 
 def _store(settings: Settings, option: Option, spelled: str, value) -> None:
@@ -31,7 +38,7 @@ def _store(settings: Settings, option: Option, spelled: str, value) -> None:
         except ValueError as e:
             from ..errors import WordedValueError
             if isinstance(e, WordedValueError):   # nspawn's own sentence
-                raise UserError(str(e)) from None
+                raise UserError(_naming(option, str(e))) from None
             raise _bad_value(option, spelled, value, str(e)) from None
     settings.store(option, parsed)
     settings.cli_groups.add(option.group)
