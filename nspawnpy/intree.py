@@ -214,6 +214,15 @@ def parent_of(root: str, path: str, create: bool = False) -> _Held:
     return _Held(parent, f"{fd_path(parent)}/{name}")
 
 
+def make_dir(root: str, path: str, mode: int = 0o755) -> None:
+    """mkdir of *path* in the tree (its parent must exist there); one already there is fine."""
+    try:
+        with parent_of(root, path) as name:
+            os.mkdir(name, mode)
+    except FileExistsError:
+        pass
+
+
 def mount(root: str, where: str, source, fstype, flags: int = 0, data=None,
           create="dir", mode: int = 0o755) -> None:
     """mount(2) onto `where` resolved in the tree (its mount point made if missing)."""

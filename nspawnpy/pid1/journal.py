@@ -51,10 +51,7 @@ class GuestJournal:
 
 def _make_journal_dir(root: str, where: str, q: str, warn: bool) -> None:
     try:
-        with intree.parent_of(root, where) as inner:
-            os.mkdir(inner, 0o755)
-    except FileExistsError:
-        pass
+        intree.make_dir(root, where)
     except OSError as e:
         if warn:
             _warn(f"Failed to create directory {q}: {e.strerror}")

@@ -40,10 +40,7 @@ class Overlay(Op):
         """As nspawn, the mount point itself is made (in the tree), not the directories above."""
         where = intree.canonical(root, self.where, missing_ok=True)
         try:
-            with intree.parent_of(root, where) as name:
-                os.mkdir(name, 0o755)
-        except FileExistsError:
-            pass
+            intree.make_dir(root, where)
         except OSError as e:
             raise OSError(e.errno, f"Creating mount point for overlay {intree.host_path(root)}"
                                    f"{where} failed: {os.strerror(e.errno)}") from None
