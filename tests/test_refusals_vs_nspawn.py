@@ -3,6 +3,7 @@ and accepts nothing it refuses, with its wording (exit status, what the payload 
 messages); ID-mapped binds (idmap, rootidmap) work under -U as in nspawn."""
 
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -51,8 +52,10 @@ CASES = {
 
 
 def _messages(stderr: str) -> list[str]:
-    # nspawn 252 cannot remove its propagation directory from /run on this host
-    return [line for line in stderr.splitlines() if "Attempted to remove disk file system" not in line]
+    # nspawn 252 cannot remove its propagation directory from /run on this host; nspawnpy
+    # adds " (--option=)" where nspawn's sentence for a bad value does not name the option.
+    return [re.sub(r" \(--?[\w-]+=\)$", "", line) for line in stderr.splitlines()
+            if "Attempted to remove disk file system" not in line]
 
 
 def _observe(run, root, source, args) -> tuple:
