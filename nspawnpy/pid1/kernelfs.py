@@ -66,7 +66,8 @@ SYSFS_DIRS = ("block", "bus", "class", "dev", "devices", "kernel")
 class NetnsSysfs(Op):
     """/sys for a container with a network namespace of its own: a read-only tmpfs that
     will hold block, bus, class, dev, devices and kernel of the namespace's own sysfs
-    (NetnsSysfsDirs), plus /sys/fs/cgroup; left writable with writable API file systems."""
+    (NetnsSysfsDirs), plus /sys/fs/cgroup and /sys/fs/selinux; left writable with writable API
+    file systems."""
 
     def __init__(self, where="/sys", writable=False, ids=""):
         self.where, self.writable, self.ids = where, writable, ids
@@ -76,7 +77,8 @@ class NetnsSysfs(Op):
         intree.mount(root, self.where, "tmpfs", "tmpfs", flags,
                      "mode=0555,size=4m,nr_inodes=1k" + self.ids)
         with intree.at(root, self.where) as target:  # the tmpfs just mounted: ours
-            for name in SYSFS_DIRS + ("fs", "fs/cgroup"):
+            # fs/selinux: nspawn makes that mount point whether or not SELinux is on
+            for name in SYSFS_DIRS + ("fs", "fs/cgroup", "fs/selinux"):
                 os.mkdir(f"{target}/{name}", 0o755)
             if not self.writable:
                 bind_remount(target, MS_RDONLY | flags)
