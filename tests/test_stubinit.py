@@ -37,7 +37,8 @@ def test_stub_signal_state_is_systemd_nspawns(run_nspawnpy, systemd_nspawn, busy
     "kill -47 1; trap '' TERM; sleep 5; echo x",     # SIGRTMIN+13: the same
     "trap 'echo got-term' TERM; kill -38 1; sleep 0.5; exit 7",  # SIGRTMIN+4, trapped
     "exit 5",
-], ids=["ignored", "rtmin+3", "rtmin+13", "rtmin+4-trapped", "exit"])
+    "kill -KILL $$",                                 # killed: nspawn's stub exits 255
+], ids=["ignored", "rtmin+3", "rtmin+13", "rtmin+4-trapped", "exit", "killed"])
 def test_stub_acts_on_signals_as_systemd_nspawns(run_nspawnpy, systemd_nspawn, busybox_root,
                                                  script):
     theirs, ours = _both(run_nspawnpy, systemd_nspawn, busybox_root, "-a",

@@ -50,7 +50,8 @@ def run(exec_payload) -> None:
 
 def _serve(pid: int) -> tuple[int, str | None]:
     """Reap every child until PID 2 ends (or the grace after a shutdown request runs out):
-    PID 2's exit code (128+N for signal N, 0 at the end of the grace) and the action asked."""
+    PID 2's exit code (255 if a signal ended it, 0 at the end of the grace) and the action
+    asked."""
     import _signal
     import time  # built in: importable after pivot_root
     action, deadline = None, None
@@ -83,7 +84,7 @@ def _reap_all(pid: int) -> int | None:
         if info is None:
             return None
         if info.si_pid == pid:
-            return info.si_status if info.si_code == CLD_EXITED else 128 + info.si_status
+            return info.si_status if info.si_code == CLD_EXITED else 255  # as nspawn's
 
 
 def _default_dispositions() -> None:
