@@ -159,6 +159,32 @@ def unmounted_controller():
     return None
 
 
+def start_migration_warm_up() -> None:
+    """Let the kernel's wait before the first cgroup move pass while set-up goes on.
+
+    Moving a process between cgroups first waits for an RCU grace period (the global
+    threadgroup lock switches to its slow mode: 5-15 ms here); moves that follow within a
+    few ms do not wait. Writing our own PID into our own cgroup moves nothing but takes that
+    wait, so a thread does it while the main thread builds the plan and PID 1 its tree:
+    Placement.attach's real moves then find the lock ready. A raw clone() while the thread
+    still waits is harmless: the thread holds no lock of ours, and PID 1 has no copy of it."""
+    import _thread
+    directories = managed_dirs()
+    if directories:
+        _thread.start_new_thread(_move_self_in_place, (directories[0],))
+
+
+def _move_self_in_place(directory: str) -> None:
+    try:
+        fd = os.open(f"{directory}/cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, str(os.getpid()).encode())
+        finally:
+            os.close(fd)
+    except OSError:
+        pass  # only an optimisation
+
+
 def _attach(directory: str, pid: int) -> None:
     with open(f"{directory}/cgroup.procs", "w") as f:
         f.write(str(pid))

@@ -238,8 +238,9 @@ class Supervisor(Events):
 
     def place_in_cgroup(self) -> None:
         """Give the payload (and with --keep-unit the supervisor) its cgroups, right after
-        clone(): the first cgroup v1 move waits for an RCU grace period (~10 ms here), which
-        then passes while PID 1 builds its file system. A booted init needs a cgroup of its
+        clone(): the kernel's wait before the first move (an RCU grace period, 5-15 ms here)
+        was started before the plan (cgroup.start_migration_warm_up) and passes while PID 1
+        builds its file system. A booted init needs a cgroup of its
         own; a plain command stays in ours; machined's scope, if it makes one, is the
         payload's own cgroup too."""
         registration = self.plan.registration
