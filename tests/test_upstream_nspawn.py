@@ -927,8 +927,6 @@ def host_user():
 def test_bind_user(tool, root, host_user):
     r = tool.fails("-D", root, f"--bind-user={host_user}", "/bin/true")
     assert "--bind-user= requires --private-users" in r.stderr
-    if tool.name == "nspawnpy":
-        pytest.xfail("--bind-user= is not supported by nspawnpy yet")
     tool.ok("-D", root, "--private-users=pick", f"--bind-user={host_user}",
             *sh(f"test -e /run/host/home/{host_user}/foo; test -f /run/host/userdb/{host_user}.user"))
 

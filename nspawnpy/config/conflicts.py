@@ -40,7 +40,6 @@ def check_conflicts(s) -> None:
     unsupported = [
         (s.image, "--image="), (s.root_hash, "--root-hash="),
         (s.root_hash_sig, "--root-hash-sig="), (s.verity_data, "--verity-data="),
-        (s.bind_user, "--bind-user="),
     ]
     for present, option in unsupported:
         if present:

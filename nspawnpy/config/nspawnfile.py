@@ -71,6 +71,8 @@ def find(machine: str, root: str | None) -> tuple[str, bool] | None:
 
 def _file_value(option, assignment):
     value = assignment.value
+    if option.dest == "bind_user":
+        return _bind_users(assignment)
     if option.dest == "setenv":
         words = p.split_words(value, retain_escape=True)
         for word in words:
@@ -80,6 +82,19 @@ def _file_value(option, assignment):
     if option.dest in ("capability", "drop_capability", "ambient_capability"):
         return p.capabilities(" ".join(p.split_words(value, unquote=False, unescape=False)))
     return option.parse(value)
+
+
+def _bind_users(assignment) -> list:
+    """BindUser='s blank-separated names; as in nspawn, a bad one is warned about and ends the
+    line (the names before it stay)."""
+    names = []
+    for name in assignment.value.split():
+        try:
+            names += p.bind_user(name)
+        except ValueError:
+            warn(f"{assignment.where()}: User name '{name}' not valid, ignoring.")
+            break
+    return names
 
 
 def read(path: str) -> tuple[Settings, set]:

@@ -392,9 +392,7 @@ def port(value: str) -> str:
 
 
 def bind_user(value: str) -> list[str]:
-    """User names as nspawn's strict check wants them: [a-zA-Z_][a-zA-Z0-9_-]{0,30}."""
-    users = value.replace(",", " ").split()
-    for user in users:
-        if not (user.replace("-", "0").isidentifier() and user.isascii() and len(user) <= 31):
-            raise ValueError("not a valid user name")
-    return users
+    """One user name (nspawn splits nothing): [a-zA-Z_][a-zA-Z0-9_-]{0,30}, its strict check."""
+    if not (value.isascii() and len(value) <= 31 and value.replace("-", "0").isidentifier()):
+        raise ValueError("not a valid user name")
+    return [value]

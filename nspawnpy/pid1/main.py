@@ -100,6 +100,9 @@ def build(plan, idmapped_root, owner=None) -> str:
         op.execute(root)
     run_tree_steps(plan.mounts.tree_steps, root, owner)
     write_run_host(plan, root, owner)
+    if plan.bound_users:
+        from . import binduser
+        binduser.setup(root, plan.bound_users, owner)
     return root
 
 

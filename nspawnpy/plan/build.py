@@ -35,6 +35,10 @@ def _build(settings, cleanups: list) -> ContainerPlan:
     if settings.private_users not in ("no", None):
         from ..supervisor import userns as userns_
         userns = userns_.resolve(settings, tree.root, machine_name, cleanups)
+    bound_users = ()
+    if settings.bind_user:  # (conflicts.py: only with a user namespace)
+        from . import binduser
+        bound_users = binduser.resolve(settings.bind_user, tree.root, userns.base, userns.size)
     machine = Machine(machine_name, settings.hostname or machine_name,
                       trees.machine_id(tree.root, settings.uuid),
                       os.environ.get("SYSTEMD_NSPAWN_CONTAINER_SERVICE", SERVICE))
@@ -59,6 +63,7 @@ def _build(settings, cleanups: list) -> ContainerPlan:
                     environ.env_bool("SYSTEMD_NSPAWN_USE_CGNS", True))
     return ContainerPlan(settings=settings, tree=tree, machine=machine, console=console,
                          mounts=mounts, network=network, host=_host(), userns=userns,
+                         bound_users=bound_users,
                          kept_caps=kept_caps, seccomp=seccomp, credentials=credentials,
                          registration=registration, shared_ns=environ.shared_namespaces(settings.share_system),
                          cleanups=cleanups)

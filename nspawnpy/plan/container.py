@@ -70,6 +70,7 @@ class ContainerPlan(Record):
     seccomp: tuple = ()                # compiled filters: (BPF program, fatal message or None)
     credentials: tuple = ()            # (name, bytes) pairs
     userns: object = None              # supervisor.userns.Userns, or None
+    bound_users: tuple = ()            # plan.binduser.BoundUser of each --bind-user=
     registration: object = None        # supervisor.register.Registration, or None
     shared_ns: frozenset = frozenset()  # host namespaces kept ($SYSTEMD_NSPAWN_SHARE_*)
     # Undo what the host side made (ephemeral layer, UID range lock, scratch trees, tunnel);

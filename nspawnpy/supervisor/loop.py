@@ -208,7 +208,7 @@ class Supervisor(Events):
         userns = self.plan.userns
         if userns is None:
             return
-        userns.write_maps(self.pid)
+        userns.write_maps(self.pid, tuple(user.map_pair() for user in self.plan.bound_users))
         try:
             self.sync.send(protocol.USERNS_SET)
         except OSError:

@@ -45,11 +45,32 @@ class Userns:
             except OSError:
                 pass
 
-    def write_maps(self, pid: int) -> None:
+    def write_maps(self, pid: int, bound: tuple = ()) -> None:
+        """The container's UID and GID maps; `bound` holds (container ID, host UID, host GID)
+        of each --bind-user= user, ascending, each mapped alone with the range split around."""
         # Written by us, privileged in the parent namespace: no need to deny setgroups.
-        for name in ("uid_map", "gid_map"):
-            with open(f"/proc/{pid}/{name}", "w") as f:
-                f.write(self.map_line())
+        for column, name in ((1, "uid_map"), (2, "gid_map")):
+            text = self.map_text([(ids[0], ids[column]) for ids in bound])
+            try:
+                with open(f"/proc/{pid}/{name}", "w") as f:
+                    f.write(text)
+            except OSError as e:
+                raise UserError(f"Failed to write {name[:3].upper()} map: "
+                                f"{os.strerror(e.errno)}") from None
+
+    def map_text(self, singles: list) -> str:
+        """The base range, with each (container ID, host ID) of `singles` cut out of it."""
+        if not singles:
+            return self.map_line()
+        lines, start = [], 0
+        for inside, outside in singles:
+            if inside > start:
+                lines.append(f"{start} {self.base + start} {inside - start}\n")
+            lines.append(f"{inside} {outside} 1\n")
+            start = inside + 1
+        if self.size > start:
+            lines.append(f"{start} {self.base + start} {self.size - start}\n")
+        return "".join(lines)
 
     def prepare_tree(self, root: str):
         """Fix up the tree's ownership before the container starts: an ID-mapped clone of
