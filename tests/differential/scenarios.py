@@ -331,6 +331,16 @@ USERNS = [
     _s("userns-as-pid2", "-U", "-a"),
     _s("userns-read-only", "-U", "--read-only"),
     _s("debian-userns-U", "-U", tree="debian"),
+    # --bind-user= with users every Debian host has: daemon (its own group, home /usr/sbin),
+    # games (group games, not its UID) and sync (group nogroup: refused).
+    _s("userns-bind-user", "-U", "--bind-user=daemon", "--bind-user=games"),
+    _s("userns-bind-user-chown", "--private-users=pick", "--private-users-ownership=chown",
+       "--bind-user=games", "--chdir=/run/host/home/games"),
+    _s("userns-bind-user-nspawn-file", "-U",
+       setup=_run_nspawn_file("[Files]\nBindUser=daemon 0bad games\n")),
+    _s("userns-bind-user-root", "-U", "--bind-user=root"),
+    _s("userns-bind-user-no-private-group", "-U", "--bind-user=sync"),
+    _s("userns-bind-user-in-range", "--private-users=identity", "--bind-user=daemon"),
 ]
 
 RESOURCES = [
