@@ -58,6 +58,8 @@ BINDS_HOST = ("nspawn resolves the '+' source through the link on the host and b
 NSPAWN_HANGS = {
     "resolv-fifo-copy": "nspawn opens the FIFO at /etc/resolv.conf for writing and blocks",
     "machine-id-fifo": "nspawn opens the FIFO at /etc/machine-id for reading and blocks",
+    "userns-bind-user-group-fifo": "nspawn opens the FIFO at /etc/group for reading and blocks "
+                                   "(nspawnpy refuses a user database that is no regular file)",
 }
 STRICTER = {
     **{f"etc-{kind}-{opts}": (READS_MACHINE_ID, True, False) for kind in ("link", "dotdot")
@@ -76,7 +78,8 @@ STRICTER = {
     **{name: ("nspawn writes /run/host's files through the tree's /run link into the host's "
               "directory", True, True)
        for name in ("run-link", "run-dotdot", "run-link-private-network", "userns-run-link",
-                    "credentials-run-link")},
+                    "credentials-run-link", "userns-bind-user-run-link",
+                    "userns-bind-user-run-dotdot")},
     **{name: ("nspawn makes the device nodes and links of /dev through the tree's /dev link in "
               "the host's directory, then fails (Failed to allocate a pty); nspawnpy's /dev is "
               "in the tree and the container runs", False, True)
@@ -109,7 +112,8 @@ def canary_contents(canary: Path) -> None:
     (canary / "resolv.conf").write_text("nameserver 192.0.2.1\n")
     (canary / "localtime").write_text("canary zone\n")
     (canary / "machine-id").write_text(MACHINE_ID + "\n")
-    (canary / "passwd").write_text("root:x:0:0::/root:/bin/sh\nalice:x:4242:4242::/:/bin/sh\n")
+    (canary / "passwd").write_text("root:x:0:0::/root:/bin/sh\nalice:x:4242:4242::/:/bin/sh\n"
+                                   "daemon:x:60514:60514::/:/bin/sh\n")  # for --bind-user=
     (canary / "journal").mkdir()
     (canary / "sub").mkdir()
     (canary / "sub/file").write_text("sub\n")
@@ -246,7 +250,15 @@ CASES = [
         ("run-link", [("link", "/run", "/sub")], (), ("/run",)),
         ("tmp-dotdot", [("dotdot", "/tmp", "/sub")], (), ("/tmp",)),
         ("bind-dest-link", [("link", "/mnt")], ("--bind=/usr/share/zoneinfo:/mnt/x",),
-         ("/mnt", "/mnt/x")))],
+         ("/mnt", "/mnt/x")),
+        # --bind-user=: records and home under a /run that leads out; the tree's user
+        # database read through a link (the canary's has daemon, at the UID it would get)
+        *[(f"bind-user-run-{kind}", [(kind, "/run", "/sub")], ("--bind-user=daemon",),
+           ("/run", "/run/host/userdb", "/run/host/home/daemon")) for kind in ("link", "dotdot")],
+        *[(f"bind-user-passwd-{kind}", [(kind, "/etc/passwd", "/passwd")],
+           ("--bind-user=daemon",), ("/run/host/userdb",)) for kind in ("link", "dotdot")],
+        ("bind-user-group-fifo", [("fifo", "/etc/group")], ("--bind-user=daemon",),
+         ("/run/host/userdb",)))],
     # the -U ownership walk meets links to the host: it changes them, never what they name
     *[case(f"chown-walk-{kind}", [(kind, "/hostdir"), (kind, "/etc/hostfile", "/keep")],
            ("--private-users=pick", "--private-users-ownership=chown"), ("/hostdir",))
