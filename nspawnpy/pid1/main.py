@@ -98,11 +98,11 @@ def build(plan, idmapped_root, owner=None) -> str:
         tunnel.incoming(root, plan.mounts.tunnel, owner)
     for op in mounts.labelled(plan.mounts.custom, label):
         op.execute(root)
-    run_tree_steps(plan.mounts.tree_steps, root, owner)
-    write_run_host(plan, root, owner)
-    if plan.bound_users:
+    if plan.bound_users:  # (as nspawn: after the custom mounts, before the /etc files)
         from . import binduser
         binduser.setup(root, plan.bound_users, owner)
+    run_tree_steps(plan.mounts.tree_steps, root, owner)
+    write_run_host(plan, root, owner)
     return root
 
 

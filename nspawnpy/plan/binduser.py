@@ -45,7 +45,14 @@ class BoundUser(Record):
 
 def resolve(names: list, root: str, base: int, size: int) -> tuple:
     """The BoundUsers for these names (repeats dropped), in order; UserError for nspawn's
-    refusals, with its words."""
+    refusals: its sentence, then the option it concerns (as for a bad value)."""
+    try:
+        return _resolve(names, root, base, size)
+    except UserError as e:
+        raise UserError(f"{e.message} (--bind-user=)") from None
+
+
+def _resolve(names: list, root: str, base: int, size: int) -> tuple:
     user_names, uids = _tree_entries(root, "/etc/passwd")
     group_names, gids = _tree_entries(root, "/etc/group")
     bound, candidate = [], MAP_UID_MIN

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import os
 import pty
+import re
 import resource
 import select
 import shutil
@@ -301,7 +302,8 @@ def run_tool(tool: str, scenario: Scenario, world: World) -> Run:
         last = [line for line in (errors or output).splitlines()
                 if line.strip() and not line.startswith(NSPAWN_RUN_NOISE)
                 and line.strip() not in GENERIC_FAILURES][-1:]
-        found["exit.message"] = ctx.text(last[0]) if last else ""
+        # (nspawnpy names the option after nspawn's sentence where the sentence does not)
+        found["exit.message"] = re.sub(r" \(--?[\w-]+=\)$", "", ctx.text(last[0])) if last else ""
     for k, v in tree_changes(world.tree, before, ignore).items():
         found[ctx.text(k)] = ctx.text(v)
     return Run(tool, status, output, errors, found)
