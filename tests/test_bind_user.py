@@ -67,12 +67,20 @@ def _tree_files(root: Path) -> dict:
             for p in [root, *root.rglob("*")]}
 
 
-# (leftovers() is global: what other tests running meanwhile have not yet removed is theirs)
+def _ours(found: list, root: Path) -> list:
+    """leftovers() is global: what other tests running meanwhile have not yet removed is
+    theirs; a cgroup of ours is named after the machine (the tree's name)."""
+    return [entry for entry in found if root.name in entry]
 
 
-def _range_locks() -> set:
-    d = Path("/run/systemd/nspawn-uid")
-    return set(os.listdir(d)) if d.is_dir() else set()
+
+def _range_lock(machine: str) -> Path:
+    """The lock file of the UID range -U picks for this machine (hashed from its name)."""
+    from nspawnpy.config.siphash import siphash24
+    from nspawnpy.supervisor import userns
+    hashed = siphash24(machine.encode(), userns.PICK_HASH_KEY) & 0xFFFFFFFF
+    base = (hashed % (userns.PICK_MAX - userns.PICK_MIN) + userns.PICK_MIN) & 0xFFFF0000
+    return Path(userns.LOCK_DIR, str(base))
 
 
 @pytest.mark.parametrize("case", sorted(REFUSALS))
@@ -84,14 +92,14 @@ def test_refusal_is_nspawns_and_leaves_nothing(busybox_root, run_nspawnpy, syste
         f.write(group)
     args = [*COMMON, "-D", busybox_root, *options, "/bin/true"]
     theirs = systemd_nspawn([str(a) for a in args])
-    before, locks, stray = _tree_files(busybox_root), _range_locks(), set(leftovers())
+    before = _tree_files(busybox_root)
     ours = run_nspawnpy(*args)
     assert (ours.returncode, _messages(ours.stderr)) == (theirs.returncode, _messages(theirs.stderr))
     assert ours.returncode == 1 and len(ours.stderr.splitlines()) == 1
     assert "--bind-user=" in ours.stderr
     assert _tree_files(busybox_root) == before
-    assert _range_locks() <= locks
-    assert leftovers(busybox_root.parent) == [] and set(leftovers()) <= stray
+    assert not _range_lock(busybox_root.name).exists()
+    assert leftovers(busybox_root.parent) == [] and _ours(leftovers(), busybox_root) == []
 
 
 def test_missing_home_fails_as_in_nspawn_and_leaves_nothing(busybox_root, run_nspawnpy,
@@ -104,12 +112,12 @@ def test_missing_home_fails_as_in_nspawn_and_leaves_nothing(busybox_root, run_ns
     skip_unless(missing, "no user with a private group and a missing home on this host")
     args = [*COMMON, "-D", busybox_root, "-U", f"--bind-user={missing}", "/bin/true"]
     theirs = systemd_nspawn([str(a) for a in args])
-    before, stray = _tree_files(busybox_root), set(leftovers())
+    before = _tree_files(busybox_root)
     ours = run_nspawnpy(*args)
     assert (ours.returncode, _messages(ours.stderr)) == (theirs.returncode, _messages(theirs.stderr))
     assert ours.stderr.startswith("Failed to stat ")
     assert _tree_files(busybox_root) == before
-    assert leftovers(busybox_root.parent) == [] and set(leftovers()) <= stray
+    assert leftovers(busybox_root.parent) == [] and _ours(leftovers(), busybox_root) == []
 
 
 def _private_group(entry) -> bool:
