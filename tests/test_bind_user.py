@@ -175,3 +175,27 @@ def test_plain_start_imports_nothing_of_bind_user(busybox_root, nspawnpy_env):
                         str(busybox_root), "/bin/true"], capture_output=True, text=True,
                        env=nspawnpy_env, check=True)
     assert "binduser" not in r.stderr and "json" not in r.stderr.split()
+
+
+def test_volatile_tree_has_no_users_of_its_own(busybox_root, run_nspawnpy, systemd_nspawn):
+    """--volatile=yes: the container's /etc is a fresh tmpfs, so a user of the tree's
+    /etc/passwd is no collision (a merged-/usr tree, as that mode needs; an explicit range,
+    as nspawn cannot ID-map a tmpfs root)."""
+    import shutil
+    usr = busybox_root / "usr"
+    for name in ("bin", "sbin", "lib", "lib64"):
+        path = busybox_root / name
+        (usr / name).mkdir(parents=True, exist_ok=True)
+        if path.is_dir() and not path.is_symlink():
+            for entry in path.iterdir():
+                shutil.move(str(entry), usr / name / entry.name)
+            path.rmdir()
+        path.unlink(missing_ok=True)
+        path.symlink_to(f"usr/{name}")
+    with open(busybox_root / "etc/passwd", "a") as f:
+        f.write("daemon:x:1:1::/:/bin/sh\n")
+    args = [*COMMON, "-D", busybox_root, "--private-users=524288", "--volatile=yes",
+            "--bind-user=daemon", "/bin/sh", "-c", "ls /run/host/userdb; cat /proc/self/uid_map"]
+    theirs = systemd_nspawn([str(a) for a in args], check=True)
+    ours = run_nspawnpy(*args, check=True)
+    assert ours.stdout == theirs.stdout and "daemon.user" in ours.stdout

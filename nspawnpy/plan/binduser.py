@@ -43,7 +43,7 @@ class BoundUser(Record):
         return self.uid, self.host_uid, self.host_gid
 
 
-def resolve(names: list, root: str, base: int, size: int) -> tuple:
+def resolve(names: list, root, base: int, size: int) -> tuple:
     """The BoundUsers for these names (repeats dropped), in order; UserError for nspawn's
     refusals: its sentence, then the option it concerns (as for a bad value)."""
     try:
@@ -52,7 +52,7 @@ def resolve(names: list, root: str, base: int, size: int) -> tuple:
         raise UserError(f"{e.message} (--bind-user=)") from None
 
 
-def _resolve(names: list, root: str, base: int, size: int) -> tuple:
+def _resolve(names: list, root, base: int, size: int) -> tuple:
     user_names, uids = _tree_entries(root, "/etc/passwd")
     group_names, gids = _tree_entries(root, "/etc/group")
     bound, candidate = [], MAP_UID_MIN
@@ -141,9 +141,12 @@ def shadow_password(name: str):
     return hashed
 
 
-def _tree_entries(root: str, path: str) -> tuple:
+def _tree_entries(root, path: str) -> tuple:
     """(names, IDs) of the tree's /etc/passwd or /etc/group (the ID is the third field),
-    resolved in the tree; none if it has no such file. Lines that do not parse are skipped."""
+    resolved in the tree; none if it has no such file (or no tree is given). Lines that do not
+    parse are skipped."""
+    if root is None:
+        return set(), set()
     try:
         fd = intree.resolve(root, path)
     except FileNotFoundError:

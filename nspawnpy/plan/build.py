@@ -38,7 +38,9 @@ def _build(settings, cleanups: list) -> ContainerPlan:
     bound_users = ()
     if settings.bind_user:  # (conflicts.py: only with a user namespace)
         from . import binduser
-        bound_users = binduser.resolve(settings.bind_user, tree.root, userns.base, userns.size)
+        # (--volatile=yes: the container's /etc is a fresh tmpfs, with no user in it)
+        bound_users = binduser.resolve(settings.bind_user, None if settings.volatile == "yes"
+                                       else tree.root, userns.base, userns.size)
     machine = Machine(machine_name, settings.hostname or machine_name,
                       trees.machine_id(tree.root, settings.uuid),
                       os.environ.get("SYSTEMD_NSPAWN_CONTAINER_SERVICE", SERVICE))
