@@ -21,11 +21,8 @@ def build(settings) -> ContainerPlan:
     try:
         return _build(settings, cleanups)
     except BaseException:
-        for cleanup in reversed(cleanups):
-            try:
-                cleanup()
-            except Exception:  # noqa: BLE001 - best effort; the original error matters
-                pass
+        from ..supervisor.cleanups import run_all
+        run_all(cleanups)  # best effort, silent: the original error matters
         raise
 
 

@@ -41,37 +41,36 @@ def link_journal(settings, root: str, machine_id: str, cleanups: list):
     q = root + _in_tree(root, p)  # the host's link leads where the guest's journal is made
     made = _Made(p)
     link = _host_side(mode, p, q, try_, made)
-    cleanups.append(made)
+    if made.ident is not None:
+        from ..supervisor.cleanups import Cleanup
+        cleanups.append(Cleanup("journal_link", (p, *made.ident), until_started=True))
     return GuestJournal(q, p, try_, link)
 
 
 class _Made:
     """What the host side made at /var/log/journal/ID (its device and inode), removed at
-    exit unless the container started; never what another run or the admin put there."""
+    exit unless the container started (remove_made, a Cleanup until the go-ahead)."""
 
     def __init__(self, path: str):
-        self.path, self.ident, self.started = path, None, False
+        self.path, self.ident = path, None
 
     def record(self) -> None:
         st = os.lstat(self.path)
         self.ident = (st.st_dev, st.st_ino)
 
-    def on_started(self) -> None:
-        self.started = True
 
-    def __call__(self) -> None:
-        if self.started or self.ident is None:
+def remove_made(path: str, dev: int, ino: int) -> None:
+    """Remove what this run made at *path*, never what another run or the admin put there."""
+    try:
+        st = os.lstat(path)
+        if (st.st_dev, st.st_ino) != (dev, ino):
             return
-        try:
-            st = os.lstat(self.path)
-            if (st.st_dev, st.st_ino) != self.ident:
-                return
-            if os.path.islink(self.path):
-                os.unlink(self.path)
-            else:
-                os.rmdir(self.path)  # host mode: only while empty
-        except OSError:
-            pass
+        if os.path.islink(path):
+            os.unlink(path)
+        else:
+            os.rmdir(path)  # host mode: only while empty
+    except OSError:
+        pass
 
 
 def _may_link(settings, root: str, machine_id: str, try_: bool) -> bool:

@@ -13,6 +13,7 @@ from ..linux import MS_NODEV
 from ..pid1 import mounts as m
 from ..pid1.overlay import Overlay
 from ..pid1.fsplan import MS_STRICTATIME
+from ..supervisor.cleanups import Cleanup
 
 
 # Mount option words that are mount(2) flags, not file system data: word -> (bit, set it?).
@@ -50,10 +51,9 @@ class Scratch:
 
     def entry(self, name: str) -> str:
         if self.path is None:
-            import shutil
             import tempfile
-            path = self.path = tempfile.mkdtemp(prefix="nspawnpy-", dir="/var/tmp")
-            self.cleanups.append(lambda: shutil.rmtree(path, ignore_errors=True))
+            self.path = tempfile.mkdtemp(prefix="nspawnpy-", dir="/var/tmp")
+            self.cleanups.append(Cleanup("rmtree", (self.path,)))
         return f"{self.path}/{name}"
 
 
@@ -95,16 +95,9 @@ def _bind(source, dest, options, read_only, scratch, number, root, userns, clean
                             "supported by nspawnpy yet.")
         from .idmap import idmapped_clone
         fd = idmapped_clone(source, idmap, recursive, userns, root + dest)
-        cleanups.append(lambda: _close(fd))
+        cleanups.append(Cleanup("close", (fd,), (fd,)))
         return m.Attach(dest, fd, read_only)
     return m.Bind(source, dest, read_only=read_only, recursive=recursive, in_container=in_container)
-
-
-def _close(fd: int) -> None:
-    try:
-        os.close(fd)
-    except OSError:
-        pass
 
 
 def _work_dir(layers, read_only: bool, number: int, scratch: Scratch, cleanups,
@@ -125,7 +118,6 @@ def _work_dir_in_tree(root: str, upper: str, cleanups) -> str:
     """A container-relative upper layer's work dir, `.#UPPERxxxx` beside it in the tree as
     nspawn makes it (overlayfs wants both on one mount), made here with the upper layer, both
     resolved in the tree; returned as a '+' path for PID 1, removed by `cleanups`."""
-    import shutil
     from .. import intree
     try:
         where = intree.canonical(root, upper, "dir")
@@ -140,25 +132,17 @@ def _work_dir_in_tree(root: str, upper: str, cleanups) -> str:
     except OSError as e:
         os.close(fd)
         raise UserError(f"Failed to create overlay work directory {name}: {e.strerror}") from None
-
-    def remove() -> None:
-        shutil.rmtree(name, dir_fd=fd, ignore_errors=True)
-        try:
-            os.close(fd)
-        except OSError:
-            pass  # closed already (the supervisor's and the janitor's list are one)
-    cleanups.append(remove)
+    cleanups.append(Cleanup("rmtree_at", (fd, name), (fd,)))
     return f"+{parent.rstrip('/')}/{name}"
 
 
 def _work_dir_next_to(upper: str, cleanups) -> str:
     """overlayfs needs its work dir on the upper layer's file system: `.#UPPERxxxx` beside it."""
-    import shutil
     parent, base = os.path.split(upper.rstrip("/"))
     work = f"{parent}/.#{base}{os.urandom(8).hex()}"
     try:
         os.mkdir(work, 0o700)
     except OSError as e:
         raise UserError(f"Failed to create overlay work directory {work}: {e.strerror}") from None
-    cleanups.append(lambda: shutil.rmtree(work, ignore_errors=True))
+    cleanups.append(Cleanup("rmtree", (work,)))
     return work

@@ -48,7 +48,9 @@ def ephemeral_layer(root: str, cleanups: list) -> str:
     os.mkdir(path, 0o700)
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     fcntl.flock(fd, fcntl.LOCK_EX)
-    cleanups.append(lambda: shutil.rmtree(path, ignore_errors=True))
+    # The lock goes with the layer: until then no other start takes it for a stale one.
+    from ..supervisor.cleanups import Cleanup
+    cleanups.append(Cleanup("rmtree", (path, fd), (fd,)))
     return path
 
 

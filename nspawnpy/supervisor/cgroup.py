@@ -242,15 +242,23 @@ class Placement:
                 self.created.append(payload)
                 _attach(payload, pid)
 
-    def teardown(self) -> None:
-        for own, _ in self.supervisor_moved:
-            try:
-                _attach(own, os.getpid())
-            except OSError:
-                pass
-        for directory in reversed(self.created):
-            remove_tree(directory)
-        self.created = []
+    def cleanup(self):
+        """The Cleanup that undoes what attach() did (also after a failure half-way)."""
+        from .cleanups import Cleanup
+        return Cleanup("cgroups", (tuple(own for own, _ in self.supervisor_moved),
+                                   tuple(self.created)))
+
+
+def teardown(owns: tuple, created: tuple) -> None:
+    """Leave supervisor/ for the unit's own cgroups again (whoever runs it: the supervisor
+    or the janitor), then remove the cgroups made, newest first."""
+    for own in owns:
+        try:
+            _attach(own, os.getpid())
+        except OSError:
+            pass
+    for directory in reversed(created):
+        remove_tree(directory)
 
 
 DELEGATED_FILES = ("cgroup.procs", "cgroup.subtree_control", "cgroup.threads", "memory.oom.group",

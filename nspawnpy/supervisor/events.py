@@ -93,7 +93,7 @@ class Events:
         self.janitor_renewal = None
         import gc
         gc.collect(0)  # the start's young garbage: fewer pages to share
-        self.janitor = self.janitor.renewed(self.loop_fds())
+        self.janitor = self.janitor.renewed(self.plan.cleanups + self.cleanups, self.loop_fds())
         return timeout
 
     def on_exit(self) -> None:

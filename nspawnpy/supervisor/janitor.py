@@ -36,13 +36,13 @@ class Janitor:
             _watch(read_end, cleanups, container_pidfd, supervisor_fd)
         os.close(read_end)
 
-    def renewed(self, loop_fds=()) -> "Janitor":
+    def renewed(self, cleanups: list, loop_fds=()) -> "Janitor":
         """A fresh janitor forked from the supervisor as it is now, this one dismissed.
 
         The pages the supervisor wrote since the first fork (console relay, published
         record, its loop) are copies held twice; a janitor forked once the container
         has settled shares them again. The new one exists before the old one goes."""
-        fresh = Janitor(self.cleanups, self.container_pidfd, loop_fds)
+        fresh = Janitor(cleanups, self.container_pidfd, loop_fds)
         self.dismiss()
         return fresh
 
@@ -95,10 +95,7 @@ def _watch(read_end: int, cleanups: list, pidfd: int, supervisor_fd) -> None:
             if supervisor_fd is not None:
                 select.select([supervisor_fd], [], [], 30)
             select.select([pidfd], [], [], 30)
-            for cleanup in reversed(cleanups):
-                try:
-                    cleanup()
-                except Exception:  # noqa: BLE001 - best effort, keep going
-                    pass
+            from .cleanups import run_all
+            run_all(cleanups)  # best effort, silent
     finally:
         os._exit(0)

@@ -39,11 +39,8 @@ def run(plan) -> int:
 
 
 def run_cleanups(cleanups: list) -> None:
-    for cleanup in reversed(cleanups):
-        try:
-            cleanup()
-        except Exception as e:  # noqa: BLE001 - finish tearing down, then report
-            log(f"Cleanup failed: {e}")
+    from .cleanups import run_all
+    run_all(cleanups, log)
 
 
 def clone_flags(plan) -> int:
@@ -250,11 +247,12 @@ class Supervisor(Events):
             return
         from . import cgroup
         placement = cgroup.Placement(self.plan.machine.name, self.settings.keep_unit)
-        self.cleanups.append(placement.teardown)
         try:
             placement.attach(self.pid)
         except ProcessLookupError:
             pass  # PID 1 already failed; receive_ready() says why
+        finally:
+            self.cleanups.append(placement.cleanup())
 
     def makes_links(self) -> bool:
         network = self.plan.network.plan
@@ -264,7 +262,7 @@ class Supervisor(Events):
         if self.makes_links():
             from . import links
             self.network = links.setup(self.plan.network.plan, self.pid)
-            self.cleanups.append(self.network.teardown)
+            self.cleanups.append(self.network.cleanup())
 
     def register(self) -> None:
         registration = self.plan.registration
@@ -317,9 +315,8 @@ class Supervisor(Events):
             from .console import Relay
             self.relay = Relay(self.console_master, self.plan.console.mode)
         self.sync.send(protocol.GO)
-        for cleanup in self.plan.cleanups:  # what only a start that failed undoes is kept
-            if hasattr(cleanup, "on_started"):
-                cleanup.on_started()
+        from .cleanups import started
+        started(self.plan.cleanups)  # what only a start that failed undoes is kept
         if self.janitor:
             import time
             self.janitor_renewal = time.monotonic() + JANITOR_RENEWAL

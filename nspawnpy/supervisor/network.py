@@ -139,6 +139,17 @@ class Network:
 
     # -- teardown ----------------------------------------------------------
 
+    STATE = ("container_netns_fd", "host_netns_fd", "host_links", "container_links", "moved",
+             "zone_bridge", "port_tag", "port_watcher")
+
+    def cleanup(self):
+        """The Cleanup that undoes what was made (teardown_links of this state)."""
+        from .cleanups import Cleanup
+        state = tuple(_frozen(getattr(self, name)) for name in self.STATE)
+        fds = (self.container_netns_fd, self.host_netns_fd,
+               self.port_watcher[1] if self.port_watcher else None)
+        return Cleanup("links", state, tuple(fd for fd in fds if fd is not None))
+
     def teardown(self) -> None:
         if self.torn_down:
             return
@@ -219,6 +230,20 @@ class Network:
             except (nftables.NftError, OSError) as e:
                 log.warning("Failed to remove port forwarding rules: %s", e)
             self.port_tag = None
+
+
+def teardown_links(*state) -> None:
+    """Undo a Network from its state (Network.cleanup()'s arguments)."""
+    net = Network(None)
+    for name, value in zip(Network.STATE, state):
+        setattr(net, name, list(value) if isinstance(value, tuple) and name.endswith(("links", "moved"))
+                else value)
+    net.teardown()
+
+
+def _frozen(value):
+    """Lists (of tuples) as tuples: a Cleanup's arguments are plain, immutable data."""
+    return tuple(_frozen(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 # ---------------------------------------------------------------------------

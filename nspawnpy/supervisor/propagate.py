@@ -43,7 +43,8 @@ def setup(machine: str, cleanups: list) -> str:
     os.makedirs("/run/systemd/nspawn", 0o755, exist_ok=True)
     os.makedirs(BASE, 0o600, exist_ok=True)   # nspawn's modes
     fd = _lock_shared(path)
-    cleanups.append(lambda: teardown(path, fd))
+    from .cleanups import Cleanup
+    cleanups.append(Cleanup("tunnel", (path, fd), (fd,)))
     return path
 
 

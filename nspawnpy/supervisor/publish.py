@@ -15,16 +15,19 @@ SIGRTMIN = 34
 
 def remover(machine: str, leader: int):
     """The cleanup that removes our record, and only ours (never a namesake's)."""
-    def remove() -> None:
-        path = os.path.join(statefile.STATE_DIR, machine)
-        try:
-            with open(path, "rb") as f:
-                if statefile.decode(f.read())["LEADER"] != str(leader):
-                    return
-            os.unlink(path)
-        except (OSError, ValueError):
-            pass
-    return remove
+    from .cleanups import Cleanup
+    return Cleanup("record", (machine, leader))
+
+
+def remove_record(machine: str, leader: int) -> None:
+    path = os.path.join(statefile.STATE_DIR, machine)
+    try:
+        with open(path, "rb") as f:
+            if statefile.decode(f.read())["LEADER"] != str(leader):
+                return
+        os.unlink(path)
+    except (OSError, ValueError):
+        pass
 
 
 def publish(plan, pid: int, network, registered: bool) -> None:

@@ -67,8 +67,8 @@ class Registration(Record):
             _create_with_controller(self.machine, [
                 self.machine, machine_id, self.service, "container", pid, self.root,
                 list(ifindexes), list(self.properties)])
-        machine = self.machine
-        return lambda: unregister(machine)
+        from .cleanups import Cleanup
+        return Cleanup("machined", (self.machine,))
 
 
 def unregister(machine: str) -> None:

@@ -32,19 +32,6 @@ class Userns:
     def map_line(self) -> str:
         return f"0 {self.base} {self.size}\n"
 
-    def release(self) -> None:
-        """Drop the range lock; safe to call twice (supervisor and janitor)."""
-        if self.lock_path:
-            try:
-                os.unlink(self.lock_path)
-            except FileNotFoundError:
-                pass
-        if self.lock_fd is not None:
-            try:
-                os.close(self.lock_fd)
-            except OSError:
-                pass
-
     def write_maps(self, pid: int, bound: tuple = ()) -> None:
         """The container's UID and GID maps; `bound` holds (container ID, host UID, host GID)
         of each --bind-user= user, ascending, each mapped alone with the range split around."""
@@ -104,6 +91,18 @@ class Userns:
 HOST_ROOT_ALIAS = 2147483646
 
 
+def release(lock_path: str, lock_fd: int) -> None:
+    """Drop a picked range's lock (the Cleanup resolve() registers); safe to run twice."""
+    try:
+        os.unlink(lock_path)
+    except FileNotFoundError:
+        pass
+    try:
+        os.close(lock_fd)
+    except OSError:
+        pass
+
+
 class IdMap:
     """The tree's ID-mapped root mount and the user namespace that maps it (both fds)."""
 
@@ -144,7 +143,9 @@ def resolve(settings, root: str, machine: str, cleanups: list):
     userns = Userns(base, RANGE, ownership)
     if mode == "pick":
         userns.base, userns.lock_fd, userns.lock_path = pick(base, machine)
-        cleanups.append(userns.release)
+        from .cleanups import Cleanup
+        cleanups.append(Cleanup("userns_range", (userns.lock_path, userns.lock_fd),
+                                (userns.lock_fd,)))
     return userns
 
 
