@@ -5,6 +5,8 @@ Runs in: the supervisor (the relay); the host side picks the mode.
 
 import os
 
+from ..record import Record
+
 ESCAPE = 0x1D            # ^]
 ESCAPE_COUNT, ESCAPE_WINDOW = 3, 1.0
 TIOCGWINSZ, TIOCSWINSZ, TIOCGPTPEER = 0x5413, 0x5414, 0x5441
@@ -35,6 +37,17 @@ def window_size() -> tuple:
     return 24, 80
 
 
+class RelayState(Record):
+    """A running relay as the slim supervisor takes it over (supervisor/handover.py)."""
+    master: int
+    mode: str
+    peer: int | None
+    saved_termios: list | None     # the caller's terminal as it was before raw mode
+    escapes: tuple                 # when ^] was pressed lately (time.monotonic())
+    at_line_start: bool
+    input_open: bool
+
+
 class Relay:
     """Moves bytes master→stdout and (interactive) stdin→master; counts ^]."""
 
@@ -51,6 +64,20 @@ class Relay:
         self.peer = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
 
     at_line_start = False
+
+    def state(self) -> RelayState:
+        return RelayState(self.master, self.mode, self.peer, self.saved_termios,
+                          tuple(self.escapes), self.at_line_start, self.input_open)
+
+    @classmethod
+    def resumed(cls, state: RelayState) -> "Relay":
+        """The relay of *state*, already started (no new peer, no change to the terminal)."""
+        relay = cls.__new__(cls)
+        relay.master, relay.mode, relay.peer = state.master, state.mode, state.peer
+        relay.forward_input = state.mode == "interactive"
+        relay.saved_termios, relay.escapes = state.saved_termios, list(state.escapes)
+        relay.at_line_start, relay.input_open = state.at_line_start, state.input_open
+        return relay
 
     def end_line(self) -> None:
         """Like nspawn, leave the terminal at the start of a line when the container ends."""

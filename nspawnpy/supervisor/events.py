@@ -25,6 +25,28 @@ def log(message: str) -> None:
 class Events:
     """The event handlers of loop.Supervisor (which owns the state they use)."""
 
+    def signal(self, signum: int) -> None:
+        """Signal PID 1 through its pidfd: never another process that got its PID."""
+        import _signal
+        try:
+            _signal.pidfd_send_signal(self.pidfd, signum)
+        except ProcessLookupError:
+            pass
+
+    def kill(self) -> None:
+        self.signal(SIGKILL)
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass
+
+    def loop_fds(self) -> list[int]:
+        """The fds only the event loop uses (none of them is the janitor's business)."""
+        fds = [self.sync.fileno(), self.notify.fileno(), self.console_master, self.kmsg_fifo]
+        if self.relay is not None:
+            fds.append(self.relay.peer)
+        return [fd for fd in fds if fd is not None and fd >= 0]
+
     # wait(): a poll loop over these event sources, each with a small handler.
 
     def wait(self) -> int:
@@ -34,10 +56,12 @@ class Events:
         from . import signals
         self.watch(signals.catch(), self.on_signals)  # caught since main(); queued ones now
         self.watch(self.notify.fileno(), self.on_notify)
-        self.watch(self.sync.fileno(), self.on_sync)
+        if not self.published:
+            self.watch(self.sync.fileno(), self.on_sync)
         if self.active_relay:
-            self.watch(self.active_relay.master, self.on_console_output)
-            if self.active_relay.forward_input:
+            if self.rearm_at is None:  # (else it is polled again when rearm_at is due)
+                self.watch(self.active_relay.master, self.on_console_output)
+            if self.active_relay.input_open:
                 self.watch(0, self.on_console_input)
         while self.status is None:
             for fd, _ in self.poller.poll(self.poll_timeout()):
@@ -91,6 +115,9 @@ class Events:
         if left > 0:
             return left if timeout is None else min(timeout, left)
         self.janitor_renewal = None
+        if self.may_slim():
+            from .handover import exec_slim
+            exec_slim(self)  # returns only if the exec failed: carry on in this image
         import gc
         gc.collect(0)  # the start's young garbage: fewer pages to share
         self.janitor = self.janitor.renewed(self.plan.cleanups + self.cleanups, self.loop_fds())
@@ -140,6 +167,7 @@ class Events:
         if message.startswith(protocol.ERROR):
             self.child_error = message[1:].decode(errors="replace")
         elif self.unwatch(self.sync.fileno()):
+            self.published = True
             from .publish import publish
             publish(self.plan, self.pid, self.network, self.plan.registration is not None)
 
@@ -189,7 +217,7 @@ class Events:
             self.notifier.message(data.decode(errors="replace"))
 
     def exit_status(self, wstatus: int) -> int:
-        name = self.plan.machine.name
+        name = self.machine_name
         if os.WIFEXITED(wstatus):
             code = os.WEXITSTATUS(wstatus)
             if not self.settings.quiet:

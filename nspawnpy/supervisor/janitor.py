@@ -36,13 +36,21 @@ class Janitor:
             _watch(read_end, cleanups, container_pidfd, supervisor_fd)
         os.close(read_end)
 
+    @classmethod
+    def adopted(cls, pid: int, write_end: int, cleanups: list, container_pidfd: int):
+        """The janitor a previous image of this process forked (supervisor/slim.py)."""
+        janitor = cls.__new__(cls)
+        janitor.pid, janitor.write_end = pid, write_end
+        janitor.cleanups, janitor.container_pidfd = cleanups, container_pidfd
+        return janitor
+
     def renewed(self, cleanups: list, loop_fds=()) -> "Janitor":
         """A fresh janitor forked from the supervisor as it is now, this one dismissed.
 
         The pages the supervisor wrote since the first fork (console relay, published
         record, its loop) are copies held twice; a janitor forked once the container
         has settled shares them again. The new one exists before the old one goes."""
-        fresh = Janitor(cleanups, self.container_pidfd, loop_fds)
+        fresh = Janitor(cleanups, self.container_pidfd, [*loop_fds, self.write_end])
         self.dismiss()
         return fresh
 

@@ -13,7 +13,6 @@ from ..errors import UserError
 from ..record import Record
 from .events import EXIT_REBOOT, Events, log
 
-SIGKILL = 9
 JANITOR_RENEWAL = 1.0  # seconds after the go-ahead: the container has settled
 
 
@@ -122,6 +121,7 @@ class Supervisor(Events):
     def __init__(self, plan, pid, sync, notify):
         self.plan, self.pid, self.sync, self.notify = plan, pid, sync, notify
         self.settings = plan.settings
+        self.machine_name = plan.machine.name
         self.cleanups = []  # this run's: cgroups, links, registration
         self.pidfd = os.pidfd_open(pid)
         self.relay = None
@@ -131,6 +131,7 @@ class Supervisor(Events):
         self.terminating = False
         self.notifier = None
         self.child_error = None
+        self.published = False       # PID 1 has exec'd (the sync socket's EOF): record written
         # produced by start()'s steps (START) and used by later ones
         self.console_master = None   # pty master PID 1 sent with READY
         self.kmsg_fifo = None        # /proc/kmsg's FIFO, held open while the container runs
@@ -152,21 +153,6 @@ class Supervisor(Events):
         finally:
             self.teardown()
         return status
-
-    def signal(self, signum: int) -> None:
-        """Signal PID 1 through its pidfd: never another process that got its PID."""
-        import _signal
-        try:
-            _signal.pidfd_send_signal(self.pidfd, signum)
-        except ProcessLookupError:
-            pass
-
-    def kill(self) -> None:
-        self.signal(SIGKILL)
-        try:
-            os.waitpid(self.pid, 0)
-        except ChildProcessError:
-            pass
 
     def teardown(self) -> None:
         if self.relay:
@@ -295,12 +281,20 @@ class Supervisor(Events):
             self.janitor = Janitor(self.plan.cleanups + self.cleanups, self.pidfd,
                                    self.loop_fds())
 
-    def loop_fds(self) -> list[int]:
-        """The fds only the event loop uses (none of them is the janitor's business)."""
-        fds = [self.sync.fileno(), self.notify.fileno(), self.console_master, self.kmsg_fifo]
-        if self.relay is not None and self.relay.peer is not None:
-            fds.append(self.relay.peer)
-        return [fd for fd in fds if fd is not None and fd >= 0]
+    def may_slim(self) -> bool:
+        """Whether the settled supervisor execs into its slim loop (supervisor/slim.py),
+        which needs nothing of this image's plan. Only with --keep-unit: without it, PID 1's
+        exit 133 reboots the container in place from the plan, keeping what the plan made
+        (the ephemeral layer, the UID range), which a fresh image cannot rebuild; with it,
+        exit 133 ends the run as any status does. And only once PID 1 has exec'd (the record
+        is published, no set-up error can come) and while we are one thread."""
+        return bool(self.settings.keep_unit and self.published and self.child_error is None
+                    and self.janitor is not None and len(os.listdir("/proc/self/task")) == 1)
+
+    def held_fds(self) -> list[int]:
+        """What this run holds open for a lock it keeps (the tree's flock), besides the loop's
+        and the cleanups' own fds."""
+        return [fd for fd in (self.plan.tree.lock_fd,) if fd is not None]
 
     @staticmethod
     def preload() -> None:

@@ -1,4 +1,6 @@
-"""sd_notify towards our own service manager (Type=notify units), via pystemd.
+"""sd_notify towards our own service manager (Type=notify units): one datagram per message
+to $NOTIFY_SOCKET (a path, or an abstract name written with a leading '@'), as sd_notify()
+sends it; plain sockets, so the slim supervisor's loop imports no library for it.
 
 Imported only when $NOTIFY_SOCKET is set. READY=1 goes out when the container
 is up, or when its PID 1 says READY=1 with --notify-ready=yes; the guest's
@@ -12,8 +14,28 @@ Runs in: the supervisor.
 import os
 import time
 
+from ..record import Record
+
+
+class NotifierState(Record):
+    """A Notifier as the slim supervisor takes it over (supervisor/handover.py)."""
+    leader_pid: int
+    ready: bool
+    watchdog_interval: float | None
+    next_ping: float               # time.monotonic() of the next WATCHDOG=1
+
 
 class Notifier:
+    def state(self) -> NotifierState:
+        return NotifierState(self.leader_pid, self.ready, self.watchdog_interval, self.next_ping)
+
+    @classmethod
+    def resumed(cls, state: NotifierState) -> "Notifier":
+        notifier = cls.__new__(cls)
+        notifier.leader_pid, notifier.ready = state.leader_pid, state.ready
+        notifier.watchdog_interval, notifier.next_ping = state.watchdog_interval, state.next_ping
+        return notifier
+
     def __init__(self, leader_pid: int, wait_for_guest: bool):
         self.leader_pid = leader_pid
         self.ready = False
@@ -27,8 +49,7 @@ class Notifier:
                          f"X_NSPAWN_LEADER_PID={leader_pid}")
 
     def _notify(self, state: str) -> None:
-        from pystemd.daemon import notify
-        notify(False, state)
+        send(state)
 
     def send_ready(self) -> None:
         if not self.ready:
@@ -60,6 +81,23 @@ class Notifier:
         if now >= self.next_ping:
             self._notify("WATCHDOG=1")
             self.next_ping = now + self.watchdog_interval
+
+
+def send(state: str) -> None:
+    """One sd_notify message; nothing when $NOTIFY_SOCKET is unset or unreachable."""
+    import _socket
+    address = os.environ.get("NOTIFY_SOCKET", "")
+    if not address.startswith(("/", "@")):
+        return
+    if address[0] == "@":
+        address = "\0" + address[1:]
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
+    try:
+        sock.sendto(state.encode(), address)
+    except OSError:
+        pass
+    finally:
+        sock.close()
 
 
 def _watchdog_interval():

@@ -255,10 +255,11 @@ def rss_one(cmd: list[str], env: dict, cg: ScratchCgroup | None, sleep_s: float)
     err = p.stderr.read().decode(errors="replace")
     p.wait()
     d.join()
-    # VmHWM only grows: the last sample is the peak; VmRSS is taken from the same sample.
+    # VmHWM grows within one image, but an exec (nspawnpy's settled supervisor execs into
+    # its slim loop) starts it again: the peak is the largest over the whole lifetime.
     late = [s for s in samples if s[0] > sleep_s * 0.75] or samples
-    last = late[-1] if late else (0, 0, 0)
-    return {"status": p.returncode, "elapsed_s": time.monotonic() - t0, "VmHWM_kB": last[1],
+    return {"status": p.returncode, "elapsed_s": time.monotonic() - t0,
+            "VmHWM_kB": max((s[1] for s in samples), default=0),
             "VmRSS_kB": max(s[2] for s in late) if late else 0, "samples": len(samples),
             "tree": tree, "stderr": err.strip()[-500:]}
 
