@@ -42,7 +42,7 @@ class Slim(Events):
         self.cleanups, self.held = list(h.cleanups), h.held
         from .janitor import Janitor
         self.janitor = Janitor.adopted(h.janitor_pid, h.janitor_pipe, self.cleanups, h.pidfd)
-        self.janitor_renewal = None
+        self.janitor_renewal = 0.0  # due at once: the loop forks the janitor (renew_janitor)
         self.published, self.child_error = True, None
         self.poller, self.handlers, self.status = None, {}, None
 
@@ -50,7 +50,6 @@ class Slim(Events):
         try:
             from . import signals
             signals.catch()  # handlers and wake-up pipe in, then the held signals come
-            self.renew_janitor_here()
             status = self.wait()
         except BaseException:
             self.kill()
@@ -59,14 +58,18 @@ class Slim(Events):
             self.teardown()
         return status
 
-    def renew_janitor_here(self) -> None:
-        """A janitor forked from this image; the old one goes once the new one exists."""
+    def renew_janitor(self, timeout):
+        """A janitor forked from this image, the old one dismissed once the new one exists.
+        Called by the loop before its first poll: forked once the loop is set up, the
+        janitor shares most pages that the loop would otherwise write after the fork."""
         import gc
         from .janitor import Janitor
+        self.janitor_renewal = None
         old = self.janitor
         gc.freeze()  # no collection walks (and copies) the pages the janitor shares
         self.janitor = Janitor(self.cleanups, self.pidfd, [*self.loop_fds(), old.write_end])
         old.dismiss()
+        return timeout
 
     def teardown(self) -> None:
         if self.relay:
