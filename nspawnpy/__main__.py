@@ -1,6 +1,7 @@
 """Entry point: parse → plan → run. The only place that turns errors into exit codes.
 
-Runs in: the host side (the nspawnpy process, before it becomes the supervisor).
+Runs in: the host side (the nspawnpy process, before it becomes the supervisor); hands
+the settled supervisor's exec over to supervisor/slim.py.
 """
 
 import os

@@ -3,7 +3,7 @@ the next (the container plan, the registration). Its fields are the class's anno
 defaults are class attributes; everything is set once, by the constructor. (dataclasses
 would do, but importing it costs more than the rest of a container start's Python.)
 
-Runs in: the host side, the supervisor and PID 1 (reading).
+Runs in: the host side, the supervisor, the slim supervisor and PID 1 (reading).
 """
 
 

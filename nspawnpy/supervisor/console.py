@@ -1,6 +1,6 @@
 """Console modes and the pty relay between our stdio and the container's /dev/console.
 
-Runs in: the supervisor (the relay); the host side picks the mode.
+Runs in: the supervisor and the slim supervisor (the relay); the host side picks the mode.
 """
 
 import os

@@ -2,7 +2,7 @@
 signals, sd_notify messages, the sync socket and the console, each with a small handler;
 the shutdown semantics of nspawn's signals, and PID 1's exit status as ours.
 
-Runs in: the supervisor.
+Runs in: the supervisor and the slim supervisor (slim.py).
 """
 
 import os
@@ -25,6 +25,18 @@ def log(message: str) -> None:
 class Events:
     """The event handlers of loop.Supervisor (which owns the state they use)."""
 
+    def run(self) -> int:
+        """start() (the subclass's), then the loop until PID 1 is gone; always the teardown."""
+        try:
+            self.start()
+            status = self.wait()
+        except BaseException:
+            self.kill()
+            raise
+        finally:
+            self.teardown()
+        return status
+
     def signal(self, signum: int) -> None:
         """Signal PID 1 through its pidfd: never another process that got its PID."""
         import _signal
@@ -39,6 +51,17 @@ class Events:
             os.waitpid(self.pid, 0)
         except ChildProcessError:
             pass
+
+    def teardown(self) -> None:
+        """The terminal as it was, then this run's cleanups (the slim supervisor's list holds
+        the plan's too)."""
+        if self.relay:
+            self.relay.restore()
+        # The janitor goes first: it sits in our cgroup, which --keep-unit's clean-up removes.
+        if self.janitor:
+            self.janitor.dismiss()
+        from .cleanups import run_all
+        run_all(self.cleanups, log)
 
     def loop_fds(self) -> list[int]:
         """The fds only the event loop uses (none of them is the janitor's business)."""

@@ -5,7 +5,7 @@ It is forked after set-up, so it holds the same cleanup list. A supervisor that
 ends normally tells it "done" and cleans up itself; if the pipe closes without
 that, the supervisor was killed: wait for the container to die, then clean up.
 
-Runs in: the supervisor (forking it) and the janitor process.
+Runs in: the supervisor and the slim supervisor (forking it) and the janitor process.
 """
 
 import os

@@ -2,7 +2,8 @@
 host side (cgroups, network, registration) is ready, relay the console, turn
 signals into nspawn's shutdown semantics, and tear everything down again.
 
-Runs in: the supervisor: the nspawnpy process after clone(), until it exits.
+Runs in: the supervisor: the nspawnpy process after clone(), until it exits or (settled,
+with --keep-unit) execs into the slim supervisor (slim.py).
 """
 
 import os
@@ -143,24 +144,8 @@ class Supervisor(Events):
         self.rearm_at = None         # when to poll a hung-up console again
         self.status = None           # our exit status, once PID 1 is gone
 
-    def run(self) -> int:
-        try:
-            self.start()
-            status = self.wait()
-        except BaseException:
-            self.kill()
-            raise
-        finally:
-            self.teardown()
-        return status
-
     def teardown(self) -> None:
-        if self.relay:
-            self.relay.restore()
-        # The janitor goes first: it sits in our cgroup, which --keep-unit's clean-up removes.
-        if self.janitor:
-            self.janitor.dismiss()
-        run_cleanups(self.cleanups)
+        super().teardown()
         self.close_fds()
 
     def close_fds(self) -> None:

@@ -8,7 +8,7 @@ STATUS= lines are passed on. With $WATCHDOG_USEC set (WatchdogSec= in the unit)
 WATCHDOG=1 is sent at half the interval: the supervisor's poll loop asks
 poll_timeout() how long it may sleep and calls tick() after every wake-up.
 
-Runs in: the supervisor.
+Runs in: the supervisor and the slim supervisor.
 """
 
 import os

@@ -5,7 +5,7 @@ default action. The event loop reads the queue and acts on it as nspawn does wit
 it blocks until its event loop runs: the container is started, then stopped, and everything
 is torn down.
 
-Runs in: the supervisor (catch, the queue); forked helpers and PID 1 call forget().
+Runs in: the supervisor and the slim supervisor (catch, the queue); forked helpers and PID 1 call forget().
 """
 
 import os

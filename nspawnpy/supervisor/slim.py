@@ -46,17 +46,9 @@ class Slim(Events):
         self.published, self.child_error = True, None
         self.poller, self.handlers, self.status = None, {}, None
 
-    def run(self) -> int:
-        try:
-            from . import signals
-            signals.catch()  # handlers and wake-up pipe in, then the held signals come
-            status = self.wait()
-        except BaseException:
-            self.kill()
-            raise
-        finally:
-            self.teardown()
-        return status
+    def start(self) -> None:
+        from . import signals
+        signals.catch()  # handlers and wake-up pipe in, then the signals held over the exec
 
     def renew_janitor(self, timeout):
         """A janitor forked from this image, the old one dismissed once the new one exists.
@@ -71,14 +63,6 @@ class Slim(Events):
         old.dismiss()
         return timeout
 
-    def teardown(self) -> None:
-        if self.relay:
-            self.relay.restore()
-        # The janitor goes first: it sits in our cgroup, which --keep-unit's clean-up removes.
-        if self.janitor:
-            self.janitor.dismiss()
-        from .cleanups import run_all
-        run_all(self.cleanups, log)
 
 
 def resume() -> None:
