@@ -551,7 +551,8 @@ def test_debian_poweroff_inside_ends_with_status_0(debian_root):
     (["-D", "/", "--console=bogus", "/bin/true"], "--console"),
     (["-D", "/", "--read-only", "--volatile=yes", "/bin/true"], "--volatile"),
     (["-D"], "requires an argument"),
-    (["-i", "/tmp/x.raw", "/bin/true"], "not supported"),
+    (["-i", "/nonexistent-nspawnpy.raw", "/bin/true"], "/nonexistent-nspawnpy.raw"),
+    (["--root-hash=" + "ab" * 32, "-D", "/", "/bin/true"], "not supported"),
 ])
 def test_bad_input_is_one_line_and_exit_1(run_nspawnpy, args, expect):
     r = run_nspawnpy("--register=no", "-q", *args)

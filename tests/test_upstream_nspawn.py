@@ -861,7 +861,7 @@ def test_private_users_from_the_nspawn_file(tool, root, nspawn_file, private_use
     assert tool.ok("-D", root, "/bin/hostname").stdout == "private-users\n"
 
 
-# --- sanity: images and bundles (nspawnpy runs directory trees only) --------------------------
+# --- sanity: images and bundles --------------------------------------------------------------
 
 @pytest.fixture
 def image(scratch):
@@ -876,8 +876,6 @@ def image(scratch):
 
 @upstream_case
 def test_image(tool, image):
-    if tool.name == "nspawnpy":
-        pytest.xfail("--image= is not supported by nspawnpy yet")
     tool.ok(f"--image={image}", *sh("echo hello"))
 
 

@@ -269,10 +269,23 @@ def wait_for(condition, timeout: float = 30.0, step: float = 0.05, what: str = "
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def loop_devices(roots: list[str]) -> list[str]:
+    """Attached loop devices whose backing file lies below one of *roots*."""
+    found = []
+    for backing in sorted(Path("/sys/block").glob("loop*/loop/backing_file")):
+        with contextlib.suppress(OSError):
+            path = backing.read_text().strip()
+            if any(path.startswith(r + "/") for r in roots):
+                found.append(f"loop device {backing.parent.parent.name} ({path})")
+    return found
+
+
 def leftovers(under: str | Path | None = None) -> list[str]:
     """Describe what nspawnpy runs may have left on the host: mounts below /var/tmp, /tmp or
-    /run/nspawnpy, ve-/vb-/vz-/mv-/iv- network links, and nspawnpy* cgroups (except the
-    fixtures' own).  With *under*, only mounts below that path count.  Tests assert ``== []``."""
+    /run/nspawnpy, ve-/vb-/vz-/mv-/iv- network links, nspawnpy* cgroups (except the
+    fixtures' own), loop devices backed by a file below those directories or
+    /var/lib/machines, and -i's mount point directories (/tmp/nspawnpy-root-*).  With
+    *under*, only mounts and loop devices below that path count.  Tests assert ``== []``."""
     found: list[str] = []
     roots = [str(under).rstrip("/")] if under else ["/var/tmp", "/tmp", "/run/nspawnpy"]
     with open("/proc/self/mountinfo") as f:
@@ -281,8 +294,11 @@ def leftovers(under: str | Path | None = None) -> list[str]:
             mp = _unescape(left.split()[4])
             if any(mp == r or mp.startswith(r + "/") for r in roots):
                 found.append(f"mount {mp} ({right.split()[0]})")
+    found += loop_devices(roots if under else roots + ["/var/lib/machines"])
     if under:
         return found
+    found += [f"image mount point /tmp/{name}" for name in sorted(os.listdir("/tmp"))
+              if name.startswith("nspawnpy-root-")]
     with contextlib.suppress(FileNotFoundError):
         for link in sorted(os.listdir("/sys/class/net")):
             if link.startswith(LINK_PREFIXES):

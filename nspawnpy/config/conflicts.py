@@ -13,7 +13,6 @@ def check_conflicts(s) -> None:
         (s.directory and s.image, "--directory= and --image= may not be combined."),
         (s.template and s.ephemeral, "--ephemeral and --template= may not be combined."),
         (s.template and s.image, "--template= and --image= may not be combined."),
-        (s.ephemeral and s.image, "--ephemeral and --image= may not be combined."),
         (s.boot and s.as_pid2, "--boot and --as-pid2 may not be combined."),
         (s.read_only and s.volatile != "no",
          "Cannot combine --read-only with --volatile. Note that --volatile already implies a "
@@ -38,7 +37,7 @@ def check_conflicts(s) -> None:
             raise UserError(message)
     _check_api_vfs(s)
     unsupported = [
-        (s.image, "--image="), (s.root_hash, "--root-hash="),
+        (s.root_hash, "--root-hash="),
         (s.root_hash_sig, "--root-hash-sig="), (s.verity_data, "--verity-data="),
     ]
     for present, option in unsupported:

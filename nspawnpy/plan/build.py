@@ -75,8 +75,9 @@ def _tree(settings, cleanups: list) -> tuple[Tree, str]:
     if settings.oci_bundle:  # the bundle's config.json takes the place of a .nspawn file
         from ..config import oci
         oci.apply(settings)
-    root = trees.find_directory(settings)
-    machine = settings.machine or trees.default_machine_name(root)
+    root, is_image = trees.find_root(settings)
+    machine = settings.machine or trees.default_machine_name(
+        image_name(root) if is_image else root)
     if settings.settings != "no" and not settings.oci_bundle:
         found = nspawnfile.find(machine, root)
         if found:
@@ -86,16 +87,27 @@ def _tree(settings, cleanups: list) -> tuple[Tree, str]:
     if settings.template:
         from .snapshot import populate_from_template
         populate_from_template(settings.template, root)
+    lock_fd = ephemeral_dir = None
+    if is_image:   # its file systems, mounted in a mount namespace of our own
+        from ..supervisor.imagemount import mount_image
+        root, lock_fd = mount_image(root, settings.read_only, settings.ephemeral, cleanups)
     trees.check_tree(root, settings)
     root = os.path.realpath(root)
     from ..config.environ import lock_trees
-    lock_fd = trees.lock_tree(root) if lock_trees() else None
-    ephemeral_dir = None
+    if not is_image:
+        lock_fd = trees.lock_tree(root) if lock_trees() else None
+        if settings.ephemeral:
+            from .snapshot import ephemeral_layer
+            ephemeral_dir = ephemeral_layer(root, cleanups)
     if settings.ephemeral:
-        from .snapshot import ephemeral_layer
-        ephemeral_dir = ephemeral_layer(root, cleanups)
         machine = f"{machine}-{os.urandom(8).hex()}"[:64]
     return Tree(root, lock_fd, ephemeral_dir), machine
+
+
+def image_name(image: str) -> str:
+    """An image's machine name: its file name without .raw (nspawn's rule)."""
+    base = os.path.basename(image.rstrip("/"))
+    return base[:-4] if base.endswith(".raw") and len(base) > 4 else base
 
 
 def seccomp_filters(settings, kept_caps: int) -> tuple:

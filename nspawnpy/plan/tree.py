@@ -13,18 +13,28 @@ SEARCH_PATH = ("/etc/machines", "/run/machines", "/var/lib/machines", "/var/lib/
                "/usr/local/lib/machines", "/usr/lib/machines")
 
 
-def find_directory(settings) -> str:
+def find_root(settings) -> tuple[str, bool]:
+    """(path, is a disk image) of what the container runs on: -D, -i, the machine's
+    directory or image in the search path (per directory: NAME as a directory or block
+    device first, then NAME.raw), or the working directory."""
     if settings.directory:
-        return settings.directory
+        return settings.directory, False
+    if settings.image:
+        return settings.image, True
     if settings.machine:
+        import stat
         for base in SEARCH_PATH:
             candidate = f"{base}/{settings.machine}"
-            if os.path.isdir(candidate):
-                return candidate
-            if os.path.exists(candidate + ".raw"):
-                raise UserError(f"Image {candidate}.raw found, but disk images (-i) are not supported yet.")
+            try:
+                mode = os.stat(candidate).st_mode
+            except OSError:
+                mode = None
+            if mode is not None and (stat.S_ISDIR(mode) or stat.S_ISBLK(mode)):
+                return candidate, not stat.S_ISDIR(mode)
+            if mode is None and os.path.isfile(candidate + ".raw"):
+                return candidate + ".raw", True
         raise UserError(f"No image for machine '{settings.machine}'.")
-    return os.getcwd()
+    return os.getcwd(), False
 
 
 def default_machine_name(root: str) -> str:
