@@ -305,3 +305,35 @@ def test_the_janitor_holds_no_console_or_loop_fd_also_after_its_renewal(busybox_
         p.kill()
         p.wait()
         cg.remove()
+
+
+# -- signal dispositions --------------------------------------------------------------------
+
+# The caller ignores SIGHUP (as nohup does), SIGINT and SIGQUIT (as for a shell's background
+# job) and SIGUSR1: ignored dispositions survive exec(), so only a reset keeps them out.
+IGNORING_CALLER = "trap '' HUP INT QUIT USR1; "
+SHOW_SIGNALS = ["/bin/grep", "-E", "^Sig(Blk|Ign|Cgt)", "/proc/self/status", "/proc/1/status"]
+
+
+@pytest.mark.parametrize("extra", [[], ["-a"], ["-U"]], ids=["plain", "as-pid2", "userns"])
+def test_signals_the_caller_ignored_are_default_for_the_payload(busybox_root, extra):
+    args = ["--console=pipe", *extra, "-D", busybox_root, *SHOW_SIGNALS]
+    ours = run_from_shell(IGNORING_CALLER, nspawnpy(*args))
+    assert ours.returncode == 0, ours.stderr
+    assert "/proc/self/status:SigIgn:\t0000000000000000" in ours.stdout.splitlines(), ours.stdout
+    if testhost.systemd_nspawn():
+        theirs = run_nspawn(IGNORING_CALLER, *args)
+        assert (theirs.returncode, theirs.stdout) == (0, ours.stdout), theirs.stderr
+
+
+def test_signals_the_caller_ignored_are_default_for_a_booted_init(busybox_root):
+    (busybox_root / "etc/inittab").write_text(
+        "::sysinit:/bin/grep -E '^Sig(Ign|Cgt)' /proc/1/status\n::sysinit:/bin/poweroff\n")
+    args = ["--console=pipe", "-b", "-D", busybox_root]
+    ours = run_from_shell(IGNORING_CALLER, nspawnpy(*args))
+    assert ours.returncode == 0, ours.stderr
+    ignored = int(ours.stdout.split("SigIgn:")[1].split()[0], 16)
+    assert ignored & 0x207 == 0, ours.stdout  # HUP INT QUIT USR1
+    if testhost.systemd_nspawn():
+        theirs = run_nspawn(IGNORING_CALLER, *args)
+        assert (theirs.returncode, theirs.stdout) == (0, ours.stdout), theirs.stderr

@@ -13,7 +13,7 @@ from ..linux import (MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDO
                      MS_REMOUNT, MS_SHARED, MS_SLAVE)
 from . import exec_payload as payload, kernelfs, mounts
 
-SIGKILL, SIGPIPE, SIGXFSZ = 9, 13, 25
+SIGKILL, SIGSTOP = 9, 19
 MS_STRICTATIME = 1 << 24
 VOLATILE_TMPFS = "mode=755,size=25%,nr_inodes=1m"   # nspawn's, for --volatile's tmpfs
 TIOCSCTTY, TIOCSPTLCK, TIOCGPTN, TIOCSWINSZ = 0x540E, 0x40045431, 0x80045430, 0x5414
@@ -43,8 +43,22 @@ def _start_process() -> None:
     linux.prctl(linux.PR_SET_PDEATHSIG, SIGKILL)
     import _signal
     _signal.set_wakeup_fd(-1)  # the supervisor's signal queue is not ours
-    for sig in (SIGPIPE, SIGXFSZ, 2, 15, 1, 28):
-        _signal.signal(sig, _signal.SIG_DFL)
+    reset_signal_dispositions()
+
+
+def reset_signal_dispositions() -> None:
+    """Every signal to its default action, as nspawn's child resets them: none caught (the
+    set-up's Python SIGINT handler) and none ignored (Python's SIGPIPE and SIGXFSZ, or what
+    our caller ignored: nohup's SIGHUP, a shell's background SIGQUIT), which the payload
+    and the -a stub would otherwise keep across exec()."""
+    import _signal
+    for sig in _signal.valid_signals():
+        if sig not in (SIGKILL, SIGSTOP):
+            _signal.signal(sig, _signal.SIG_DFL)
+    # The C library's own two, which it set up for the supervisor's thread: the -a stub,
+    # which execs nothing, would show them caught.
+    for sig in range(32, _signal.SIGRTMIN):
+        linux.default_signal_action(sig)
 
 
 def _describe(e: BaseException) -> str:

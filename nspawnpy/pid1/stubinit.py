@@ -6,7 +6,7 @@ Runs in: PID 1, after pivot_root, with --as-pid2.
 
 import os
 
-SIGHUP, SIGTERM, SIGKILL, SIGSTOP = 1, 15, 9, 19
+SIGHUP, SIGTERM = 1, 15
 SIGINT, SIGCHLD = 2, 17
 SIGRTMIN = 34
 CLD_EXITED = 1
@@ -26,7 +26,7 @@ def run(exec_payload) -> None:
     As nspawn's stub, PID 1 handles no signal asynchronously: every signal is blocked from
     before the fork (none can slip in between) and the ones it acts on are taken with
     sigtimedwait, so /proc/1/status shows what nspawn's shows (all blocked but those while it
-    waits, none caught or ignored)."""
+    waits, none caught or ignored: main.reset_signal_dispositions at PID 1's start)."""
     import _signal
     rename_to_stub()  # before the fork: the payload may look at PID 1 at once
     old_mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())
@@ -40,7 +40,6 @@ def run(exec_payload) -> None:
         os.setsid()
     except OSError:
         pass
-    _default_dispositions()
     trim()
     status, action = _serve(pid)
     if action is not None:
@@ -85,15 +84,6 @@ def _reap_all(pid: int) -> int | None:
             return None
         if info.si_pid == pid:
             return info.si_status if info.si_code == CLD_EXITED else 255  # as nspawn's
-
-
-def _default_dispositions() -> None:
-    """No handler and no ignored signal left from the set-up (Python's SIGINT handler, its
-    ignored SIGPIPE and SIGXFSZ): the stub catches nothing, as nspawn's."""
-    import _signal
-    for sig in _signal.valid_signals():
-        if sig not in (SIGKILL, SIGSTOP):
-            _signal.signal(sig, _signal.SIG_DFL)
 
 
 def rename_to_stub() -> None:

@@ -16,6 +16,7 @@ import re
 import resource
 import select
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -273,6 +274,14 @@ def _caller_limits() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def _caller_signals() -> None:
+    """The caller ignores SIGQUIT (as a shell does for a background job) and SIGUSR1: ignored
+    dispositions survive exec(), so every scenario shows whether a tool resets them for the
+    container (nspawn does)."""
+    signal.signal(signal.SIGQUIT, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+
+
 def run_tool(tool: str, scenario: Scenario, world: World) -> Run:
     build_world(scenario, world)
     before = manifest(world.tree)
@@ -284,7 +293,8 @@ def run_tool(tool: str, scenario: Scenario, world: World) -> Run:
             runner = _run_pty if scenario.console == "pty" else _run_pipes
             status, output, errors = runner(cmd, env, str(world.scratch),
                                             (extra_fd,) if extra_fd is not None else (),
-                                            lambda: (cg.enter(), _caller_limits()))
+                                            lambda: (cg.enter(), _caller_limits(),
+                                                     _caller_signals()))
     finally:
         if extra_fd is not None:
             os.close(extra_fd)

@@ -61,12 +61,12 @@ KNOWN: list[Known] = [
     # --- whole scenarios where only one tool runs the payload -------------------------------
 
     # --- issue 9 #3: propagation and /run/host/incoming ------------------------------------
-    _explained("*", "mountinfo.*.propagation",
+    _explained("bind-container-relative", "mountinfo./mnt/etc#0.propagation",
                "a deliberate improvement: the container's root is switched to with pivot_root "
                "(nspawn 252 moves it onto / and chroots, which a chroot break-out escapes); "
                "pivot_root takes the root out of its peer group, so a bind of a path inside "
-               "the tree (+SRC, a settings file's mounts) is shared in a group of its own where "
-               "nspawn's shares the root's"),
+               "the tree (+SRC) is shared in a group of its own where nspawn's shares the "
+               "root's"),
 
     # --- issue 9 #4: mount options and stacking ------------------------------------------
 
