@@ -53,30 +53,30 @@ def sysrq_trigger(cfg):
     return verdict(err), errname(err)
 
 
+def _fresh_mount_then_write_knobs(cfg, fstype: str, through: str, **others):
+    """Mount a new *fstype* instance read-write in a mount namespace of our own and write the
+    host-wide knobs through it: *through* names write_global_knobs' argument (proc or sys_)
+    that gets the new mount, *others* the rest of its arguments."""
+    private_mount_ns()
+    target = os.path.join(WORK, fstype)
+    os.makedirs(target, exist_ok=True)
+    err = mount(fstype, target, fstype, MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    if err:
+        return verdict(err, REACHED), f"mount: {errname(err)}"
+    outcome, detail = write_global_knobs(cfg, **others, **{through: target})
+    return worst(REACHED, outcome), "mount ok; " + detail
+
+
 @attempt()
 def proc_mount_fresh_rw(cfg):
     """mount a new proc instance and write host-wide sysctls through it"""
-    private_mount_ns()
-    target = os.path.join(WORK, "proc")
-    os.makedirs(target, exist_ok=True)
-    err = mount("proc", target, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    if err:
-        return verdict(err, REACHED), f"mount: {errname(err)}"
-    outcome, detail = write_global_knobs(cfg, proc=target)
-    return worst(REACHED, outcome), "mount ok; " + detail
+    return _fresh_mount_then_write_knobs(cfg, "proc", "proc")
 
 
 @attempt("main", "privnet")
 def sysfs_mount_fresh_rw(cfg):
     """mount a new sysfs instance read-write and write /sys/kernel/mm/ksm/pages_to_scan through it"""
-    private_mount_ns()
-    target = os.path.join(WORK, "sys")
-    os.makedirs(target, exist_ok=True)
-    err = mount("sysfs", target, "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    if err:
-        return verdict(err, REACHED), f"mount: {errname(err)}"
-    outcome, detail = write_global_knobs(cfg, proc="/nonexistent", sys_=target)
-    return worst(REACHED, outcome), "mount ok; " + detail
+    return _fresh_mount_then_write_knobs(cfg, "sysfs", "sys_", proc="/nonexistent")
 
 
 # statvfs() flags that are also mount(2) flags of the same value, and the odd one out
