@@ -220,3 +220,69 @@ def test_the_payloads_ready_is_passed_on_after_the_exec(busybox_root, tmp_path):
         sock.close()
     assert "STATUS=almost" in got
     assert any("READY=1" in m.split("\n") for m in got), got
+
+
+def launcher(directory: Path) -> Path:
+    """A `#!` launcher like the installed /usr/bin/nspawnpy, running this checkout."""
+    path = directory / "nspawnpy"
+    path.write_text(f"#!{PYTHON} -IS\nimport sys\nsys.path.insert(0, {str(REPO)!r})\n"
+                    "from nspawnpy.__main__ import run_and_exit\nrun_and_exit()\n")
+    path.chmod(0o755)
+    return path
+
+
+@contextlib.contextmanager
+def launched(root: Path, program: Path, *args):
+    with testhost.ScratchCgroup("slim") as cg:
+        proc = subprocess.Popen([str(program), "--register=no", "-q", "--keep-unit", "-D",
+                                 str(root), *args], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                preexec_fn=cg.enter)
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=60)
+            wait_for(lambda: scratch_children(cg) == [], timeout=15, what="cgroups removed")
+    wait_for(lambda: own_leftovers(root) == [], timeout=15, what="clean-up")
+
+
+def test_a_launchers_name_and_command_line_survive_the_exec(busybox_root, tmp_path):
+    program = launcher(tmp_path)
+    with launched(busybox_root, program, "--console=pipe", "/bin/sh", "-c", "sleep 2; exit 5") \
+            as proc:
+        before = slimmed(proc)
+        assert before["comm"] == "nspawnpy\n"
+        assert Path(f"/proc/{proc.pid}/comm").read_text() == "nspawnpy\n"
+        assert Path(f"/proc/{proc.pid}/cmdline").read_bytes() == before["cmdline"]
+        assert proc.wait(timeout=30) == 5, proc.stderr.read()
+
+
+def test_a_failed_exec_carries_on_in_the_set_up_image(busybox_root, tmp_path):
+    program = launcher(tmp_path)
+    with launched(busybox_root, program, "--console=pipe", "/bin/sh", "-c", "sleep 2.5; exit 6") \
+            as proc:
+        wait_for(lambda: (STATE / busybox_root.name).exists(), step=0.005, what="the record")
+        program.chmod(0o644)  # the exec fails: EACCES
+        time.sleep(1.5)
+        assert "_ctypes" in maps(proc.pid)   # still the set-up image
+        assert proc.wait(timeout=30) == 6, proc.stderr.read()
+        assert proc.stderr.read() == b""
+
+
+def test_the_handover_crosses_as_typed_records_and_refuses_anything_else():
+    from nspawnpy.supervisor import handover as h
+    from nspawnpy.supervisor.cleanups import Cleanup
+    from nspawnpy.supervisor.console import RelayState
+    record = h.Handover(
+        "web", h.LoopSettings(True, True, None, True, False), 42, 5, 6, 7, None,
+        RelayState(8, "interactive", 9, [1, 2, 3, 4, 5, 6, [b"\x03", 0]], (1.5,), False, True),
+        None, False, None, 43, 10,
+        (Cleanup("tunnel", ("/run/x", 11), (11,)), Cleanup("record", ("web", 42))), (12,))
+    again = h.decode(h.encode(record))
+    assert repr(again) == repr(record)
+    assert sorted(h.carried_fds(again)) == [5, 6, 7, 8, 9, 10, 11, 12]
+    for bad in (b"", b"junk", __import__("marshal").dumps((0, (), ()))):
+        with pytest.raises(ValueError):
+            h.decode(bad)

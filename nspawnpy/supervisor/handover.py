@@ -120,8 +120,9 @@ def command() -> tuple[str, list[str]]:
     """What to exec to be started again as we were: a `#!` launcher (/usr/bin/nspawnpy)
     itself, so the kernel builds the same command line and `comm` stays its name; else
     the interpreter with its original arguments (python3 -m nspawnpy, python3 -c ...)."""
-    script = sys.argv[0]
-    if os.path.isabs(script) and not script.endswith(".py"):
+    script = sys.argv[0]  # as the kernel passed it to the interpreter (cwd is unchanged)
+    if script not in ("", "-c", "-m") and script in sys.orig_argv[1:] \
+            and not script.endswith(".py"):
         try:
             with open(script, "rb") as f:
                 if f.read(2) == b"#!":
