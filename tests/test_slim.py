@@ -56,15 +56,17 @@ def scratch_children(cg) -> list[str]:
 
 @contextlib.contextmanager
 def service(root: Path, *args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=None,
-            name: str | None = None):
-    """nspawnpy --keep-unit (the service case) from a scratch cgroup; after the block its
-    cgroups, and everything else of the machine, must be gone."""
+            name: str | None = None, program: Path | None = None):
+    """nspawnpy --keep-unit (the service case) from a scratch cgroup, run as `python3 -m
+    nspawnpy` or as *program* (a launcher); after the block its cgroups, and everything else
+    of the machine, must be gone."""
     name = name or root.name
+    command = [str(program)] if program else [PYTHON, "-m", "nspawnpy"]
     with testhost.ScratchCgroup("slim") as cg:
         proc = subprocess.Popen(
-            [PYTHON, "-m", "nspawnpy", "--register=no", "-q", "--keep-unit", "-M", name,
-             "-D", str(root), *args], stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,
-            env={**ENV, **(env or {})}, preexec_fn=cg.enter)
+            [*command, "--register=no", "-q", "--keep-unit", "-M", name, "-D", str(root), *args],
+            stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, env={**ENV, **(env or {})},
+            preexec_fn=cg.enter)
         try:
             yield proc
         finally:
@@ -231,27 +233,10 @@ def launcher(directory: Path) -> Path:
     return path
 
 
-@contextlib.contextmanager
-def launched(root: Path, program: Path, *args):
-    with testhost.ScratchCgroup("slim") as cg:
-        proc = subprocess.Popen([str(program), "--register=no", "-q", "--keep-unit", "-D",
-                                 str(root), *args], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                preexec_fn=cg.enter)
-        try:
-            yield proc
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(timeout=60)
-            wait_for(lambda: scratch_children(cg) == [], timeout=15, what="cgroups removed")
-    wait_for(lambda: own_leftovers(root) == [], timeout=15, what="clean-up")
-
-
 def test_a_launchers_name_and_command_line_survive_the_exec(busybox_root, tmp_path):
     program = launcher(tmp_path)
-    with launched(busybox_root, program, "--console=pipe", "/bin/sh", "-c", "sleep 2; exit 5") \
-            as proc:
+    with service(busybox_root, "--console=pipe", "/bin/sh", "-c", "sleep 2; exit 5",
+                 program=program) as proc:
         before = slimmed(proc)
         assert before["comm"] == "nspawnpy\n"
         assert Path(f"/proc/{proc.pid}/comm").read_text() == "nspawnpy\n"
@@ -261,8 +246,8 @@ def test_a_launchers_name_and_command_line_survive_the_exec(busybox_root, tmp_pa
 
 def test_a_failed_exec_carries_on_in_the_set_up_image(busybox_root, tmp_path):
     program = launcher(tmp_path)
-    with launched(busybox_root, program, "--console=pipe", "/bin/sh", "-c", "sleep 2.5; exit 6") \
-            as proc:
+    with service(busybox_root, "--console=pipe", "/bin/sh", "-c", "sleep 2.5; exit 6",
+                 program=program) as proc:
         wait_for(lambda: (STATE / busybox_root.name).exists(), step=0.005, what="the record")
         program.chmod(0o644)  # the exec fails: EACCES
         time.sleep(1.5)
