@@ -271,3 +271,29 @@ def test_the_handover_crosses_as_typed_records_and_refuses_anything_else():
     for bad in (b"", b"junk", __import__("marshal").dumps((0, (), ()))):
         with pytest.raises(ValueError):
             h.decode(bad)
+
+
+def test_a_settled_supervisor_on_a_disk_image_keeps_its_lock_and_leaves_nothing(tmp_path):
+    import diskimage
+    import rootfs
+    if not os.path.exists("/dev/loop-control"):
+        pytest.skip("no loop devices here (/dev/loop-control)")
+    if subprocess.run(["which", "mkfs.ext4"], capture_output=True).returncode != 0:
+        pytest.skip("mkfs.ext4 is missing (e2fsprogs)")
+    image = diskimage.ext4(tmp_path / "slim.raw", rootfs.busybox_tree(tmp_path / "tree"))
+    with testhost.ScratchCgroup("slim") as cg:
+        proc = subprocess.Popen([PYTHON, "-m", "nspawnpy", "--register=no", "-q", "--keep-unit",
+                                 "--console=pipe", "-i", str(image), "/bin/sleep", "60"],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=ENV, preexec_fn=cg.enter)
+        try:
+            slimmed(proc)
+            second = subprocess.run([PYTHON, "-m", "nspawnpy", "--register=no", "-q",
+                                     "--console=pipe", "-i", str(image), "/bin/true"],
+                                    capture_output=True, text=True, env=ENV, timeout=60)
+            assert second.stderr.strip() == f"Disk image {image} is currently busy."
+        finally:
+            proc.kill()
+            proc.wait()
+        wait_for(lambda: scratch_children(cg) == [], timeout=15, what="cgroups removed")
+    wait_for(lambda: leftovers(str(tmp_path)) == [], timeout=15, what="loop devices to go")

@@ -34,6 +34,13 @@ def _rmtree_at(dir_fd: int, name: str) -> None:
     _close(dir_fd)
 
 
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def _close(fd: int) -> None:
     try:
         os.close(fd)
@@ -47,6 +54,8 @@ EXECUTORS = {
     "rmtree": (_HERE, "_rmtree"),                       # (path[, lock fd]): scratch trees
     "rmtree_at": (_HERE, "_rmtree_at"),                 # (dir fd, name): an in-tree work dir
     "close": (_HERE, "_close"),                         # (fd,): an ID-mapped mount's fd
+    "unlink": (_HERE, "_unlink"),                       # (path,): an ephemeral image copy
+    "image_mount_point": ("nspawnpy.supervisor.imagemount", "remove_mount_point"),  # (dir,)
     "journal_link": ("nspawnpy.plan.journal", "remove_made"),   # (path, dev, ino)
     "userns_range": ("nspawnpy.supervisor.userns", "release"),  # (lock path, lock fd)
     "tunnel": ("nspawnpy.supervisor.propagate", "teardown"),    # (path, fd)

@@ -19,6 +19,7 @@ import os
 from .. import intree, linux
 from ..errors import UserError
 from . import loopdev
+from .cleanups import Cleanup
 
 MOUNT_BASE = "/tmp"
 DISCARD_TYPES = ("btrfs", "ext4", "vfat", "xfs")
@@ -81,7 +82,7 @@ def ephemeral_copy(path: str, fd: int, read_only: bool, cleanups: list) -> tuple
                       0o400 if read_only else 0o600)
     except OSError as e:
         raise UserError(f"Failed to copy image file: {e.strerror}") from None
-    cleanups.append(lambda: _unlink(copy))
+    cleanups.append(Cleanup("unlink", (copy,)))
     fcntl.flock(out, fcntl.LOCK_EX)
     try:
         try:
@@ -118,7 +119,7 @@ def enter_private_namespace() -> None:
 def make_mount_point(cleanups: list) -> str:
     import tempfile
     root = tempfile.mkdtemp(prefix="nspawnpy-root-", dir=MOUNT_BASE)
-    cleanups.append(lambda: remove_mount_point(root))
+    cleanups.append(Cleanup("image_mount_point", (root,)))
     return root
 
 
@@ -147,7 +148,7 @@ def mount_image(image: str, read_only: bool, ephemeral: bool, cleanups: list) ->
             os.close(original)
     else:
         path, fd, read_only = open_image(image, read_only)
-    cleanups.append(lambda: _close(fd))
+    cleanups.append(Cleanup("close", (fd,), (fd,)))
     parts = dissect(fd, image)
     enter_private_namespace()
     root = make_mount_point(cleanups)
@@ -159,13 +160,6 @@ def mount_image(image: str, read_only: bool, ephemeral: bool, cleanups: list) ->
     if ephemeral:
         _unlink(path)   # the loop devices hold it now
     return root, fd
-
-
-def _close(fd: int) -> None:
-    try:
-        os.close(fd)
-    except OSError:
-        pass
 
 
 def mount_parts(image: str, fd: int, parts: list, root: str, read_only: bool) -> None:
