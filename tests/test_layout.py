@@ -114,3 +114,16 @@ def test_every_module_says_which_process_runs_it():
             silent.append(str(path.relative_to(REPO)))
     assert "Runs in:" in ast.get_docstring(ast.parse((PACKAGE / "ctl" / "__init__.py").read_text()))
     assert silent == []
+
+
+def test_every_cleanup_is_registered_as_data():
+    """cleanups.append(...) takes a Cleanup record (supervisor/cleanups.py), never a function:
+    the janitor and the slim supervisor run the same list, the latter after an exec."""
+    functions = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                    and node.func.attr == "append" and "cleanups" in ast.unparse(node.func.value) \
+                    and node.args and isinstance(node.args[0], (ast.Lambda, ast.Attribute, ast.Name)):
+                functions.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert functions == []
