@@ -77,15 +77,17 @@ def root_mount(run_nspawnpy, *options) -> list[str]:
     return [left.split()[5], *right.split()[:3]]
 
 
-def nothing_left(image: Path) -> list[str]:
-    """Loop devices on the image and -i mount points left, after a moment for a janitor."""
-    def clean():
-        return not (leftovers(str(image.parent)) or list(Path("/tmp").glob("nspawnpy-root-*")))
+def nothing_left(image: Path, machine: str = "") -> list[str]:
+    """Loop devices on the image and its runs' mount points left (after a moment for a
+    janitor); *machine*: the runs' machine name, if not the image's."""
+    def left():
+        points = Path("/tmp").glob(f"nspawnpy-root-{machine or image.name[:-4]}-*")
+        return leftovers(str(image.parent)) + sorted(map(str, points))
     try:
-        wait_for(clean, timeout=10, what="loop devices and mount points to go")
+        wait_for(lambda: not left(), timeout=10, what="loop devices and mount points to go")
     except AssertionError:
         pass
-    return leftovers(str(image.parent)) + [str(p) for p in Path("/tmp").glob("nspawnpy-root-*")]
+    return left()
 
 
 # -- running on an image ---------------------------------------------------------------------
@@ -163,7 +165,7 @@ def test_machine_name_finds_name_raw_in_var_lib_machines(run_nspawnpy, tree):
         r = sh(run_nspawnpy, "-M", name, script="hostname; cat /etc/os-release")
         assert r.returncode == 0, r.stderr
         assert r.stdout.splitlines()[0] == name and "ImageOS" in r.stdout
-        assert nothing_left(image) == []
+        assert nothing_left(image, name) == []
     finally:
         image.unlink()
 

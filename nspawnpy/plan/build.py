@@ -90,7 +90,8 @@ def _tree(settings, cleanups: list) -> tuple[Tree, str]:
     lock_fd = ephemeral_dir = None
     if is_image:   # its file systems, mounted in a mount namespace of our own
         from ..supervisor.imagemount import mount_image
-        root, lock_fd = mount_image(root, settings.read_only, settings.ephemeral, cleanups)
+        root, lock_fd = mount_image(root, machine, settings.read_only, settings.ephemeral,
+                                    cleanups)
     trees.check_tree(root, settings)
     root = os.path.realpath(root)
     from ..config.environ import lock_trees

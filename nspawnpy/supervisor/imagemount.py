@@ -116,9 +116,10 @@ def enter_private_namespace() -> None:
     linux.mount(None, "/", None, linux.MS_REC | linux.MS_SLAVE)
 
 
-def make_mount_point(cleanups: list) -> str:
+def make_mount_point(machine: str, cleanups: list) -> str:
+    """/tmp/nspawnpy-root-MACHINE-XXXXXXXX, empty on the host (the mounts are ours alone)."""
     import tempfile
-    root = tempfile.mkdtemp(prefix="nspawnpy-root-", dir=MOUNT_BASE)
+    root = tempfile.mkdtemp(prefix=f"nspawnpy-root-{machine}-", dir=MOUNT_BASE)
     cleanups.append(Cleanup("image_mount_point", (root,)))
     return root
 
@@ -136,7 +137,8 @@ def remove_mount_point(root: str) -> None:
         pass
 
 
-def mount_image(image: str, read_only: bool, ephemeral: bool, cleanups: list) -> tuple[str, int]:
+def mount_image(image: str, machine: str, read_only: bool, ephemeral: bool,
+                cleanups: list) -> tuple[str, int]:
     """The image's tree, mounted in our own mount namespace: (its path, the descriptor
     holding the image's lock)."""
     from ..plan.image import dissect
@@ -148,10 +150,10 @@ def mount_image(image: str, read_only: bool, ephemeral: bool, cleanups: list) ->
             os.close(original)
     else:
         path, fd, read_only = open_image(image, read_only)
-    cleanups.append(Cleanup("close", (fd,), (fd,)))
+    cleanups.append(Cleanup("close", (fd,), (fd,)))   # the image's lock
     parts = dissect(fd, image)
     enter_private_namespace()
-    root = make_mount_point(cleanups)
+    root = make_mount_point(machine, cleanups)
     try:
         mount_parts(image, fd, parts, root, read_only)
     except OSError as e:
