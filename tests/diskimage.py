@@ -125,3 +125,20 @@ def _protective_mbr(total_sectors: int) -> bytes:
                                min(total_sectors - 1, 0xFFFFFFFF))
     mbr[510:512] = b"\x55\xaa"
     return bytes(mbr)
+
+
+def mbr(path: Path | str, fs: Path, ptype: int = 0x83, bootable: bool = True) -> Path:
+    """An MBR disk image with one primary partition (from 1 MiB on) holding *fs*."""
+    path = Path(path)
+    data = Path(fs).read_bytes()
+    sectors = -(-len(data) // 512)
+    table = bytearray(512)
+    table[446:462] = struct.pack("<B3sB3sII", 0x80 if bootable else 0, b"\0\0\0", ptype,
+                                 b"\0\0\0", ALIGN // 512, sectors)
+    table[510:512] = b"\x55\xaa"
+    with open(path, "wb") as f:
+        f.write(table)
+        f.seek(ALIGN)
+        f.write(data)
+        f.truncate(ALIGN + sectors * 512)
+    return path

@@ -146,6 +146,62 @@ def test_a_4k_sector_gpt_and_a_lone_generic_linux_partition_serve_as_root(run_ns
     assert r.returncode == 0 and "ImageOS" in r.stdout, r.stderr
 
 
+def test_a_usr_partition_is_mounted_with_the_root(run_nspawnpy, scratch, tree):
+    skip_unless(os.uname().machine == "x86_64", "the test image's root type is x86-64's")
+    usr = scratch / "usr-tree"
+    (usr / "lib").mkdir(parents=True)
+    (usr / "lib/marker").write_text("from-the-usr-partition\n")
+    image = diskimage.gpt(scratch / "usr.raw", [
+        diskimage.Part(diskimage.ROOT_X86_64, diskimage.ext4(scratch / "root.fs", tree)),
+        diskimage.Part(diskimage.USR_X86_64, diskimage.ext4(scratch / "usr.fs", usr, 8))])
+    r = sh(run_nspawnpy, "-i", image, script="cat /usr/lib/marker")
+    assert r.stdout == "from-the-usr-partition\n", r.stderr
+
+
+def test_an_mbr_image_boots_its_one_bootable_linux_partition(run_nspawnpy, scratch, tree):
+    image = diskimage.mbr(scratch / "mbr.raw", diskimage.ext4(scratch / "root.fs", tree))
+    r = sh(run_nspawnpy, "-i", image, script="cat /etc/os-release")
+    assert "ImageOS" in r.stdout, r.stderr
+    image = diskimage.mbr(scratch / "mbr-not-bootable.raw", scratch / "root.fs", bootable=False)
+    r = sh(run_nspawnpy, "-i", image, script="true", check=1)
+    assert r.stderr.strip() == f"{image}: No suitable root partition found in image."
+
+
+def test_an_image_file_that_may_not_be_written_is_used_read_only(run_nspawnpy, ext4_image):
+    if subprocess.run(["chattr", "+i", ext4_image], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i does not work here")
+    try:
+        opts, *_ = root_mount(run_nspawnpy, "-i", ext4_image)
+        assert opts.startswith("ro,")
+    finally:
+        subprocess.run(["chattr", "-i", ext4_image], check=True)
+
+
+def test_boot_needs_an_init_and_the_message_names_the_image(run_nspawnpy, scratch, tree):
+    (tree / "sbin/init").unlink()
+    image = diskimage.ext4(scratch / "noinit.raw", tree)
+    r = run_nspawnpy(*PIPE, "-b", "-i", image, check=1)
+    assert r.stderr.startswith(f"Image {image} lacks an init system"), r.stderr
+    assert nothing_left(image) == []
+
+
+def test_private_users_map_the_image_root_through_an_idmapped_mount(run_nspawnpy, ext4_image):
+    r = sh(run_nspawnpy, "-U", "-i", ext4_image,
+           script="cat /proc/self/uid_map; stat -c %u /etc/passwd; touch /etc/made; "
+                  "awk '$5 == \"/\" {print $6}' /proc/self/mountinfo")
+    assert r.returncode == 0, r.stderr
+    base, uid, options = r.stdout.split()[1], r.stdout.split()[3], r.stdout.split()[4]
+    assert int(base) >= 0x80000 and uid == "0" and "idmapped" in options.split(",")
+    r = sh(run_nspawnpy, "-i", ext4_image, script="stat -c %u /etc/made")
+    assert r.stdout == "0\n"   # written as the container's root, stored as the image's root
+
+
+def test_volatile_state_keeps_the_image_read_only_under_a_fresh_var(run_nspawnpy, ext4_image):
+    r = sh(run_nspawnpy, "--volatile=state", "-i", ext4_image,
+           script="touch /etc/x 2>/dev/null || echo ro; touch /var/x && echo var-rw")
+    assert r.stdout.split() == ["ro", "var-rw"], r.stderr
+
+
 def test_boot_runs_busybox_init_from_the_image(run_nspawnpy, scratch, tree):
     (tree / "etc/inittab").write_text("::sysinit:/bin/echo booted-from-image\n"
                                       "::once:/bin/poweroff\n::shutdown:/bin/true\n")

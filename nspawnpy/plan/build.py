@@ -87,12 +87,13 @@ def _tree(settings, cleanups: list) -> tuple[Tree, str]:
     if settings.template:
         from .snapshot import populate_from_template
         populate_from_template(settings.template, root)
-    lock_fd = ephemeral_dir = None
+    lock_fd = ephemeral_dir = image = None
     if is_image:   # its file systems, mounted in a mount namespace of our own
         from ..supervisor.imagemount import mount_image
+        image = root
         root, lock_fd = mount_image(root, machine, settings.read_only, settings.ephemeral,
                                     cleanups)
-    trees.check_tree(root, settings)
+    trees.check_tree(root, settings, image)
     root = os.path.realpath(root)
     from ..config.environ import lock_trees
     if not is_image:

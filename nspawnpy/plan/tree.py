@@ -101,7 +101,10 @@ def kept_capabilities(settings) -> int:
     return kept
 
 
-def check_tree(root: str, settings) -> None:
+def check_tree(root: str, settings, image: str | None = None) -> None:
+    """Can the tree run what was asked? *image*: the disk image mounted at *root*, named in
+    the messages in its place."""
+    what = f"Image {image}" if image else f"Directory {root}"
     if not os.path.exists(root):
         raise UserError(f"Failed to resolve path {root}: No such file or directory")
     if not os.path.isdir(root):
@@ -110,18 +113,18 @@ def check_tree(root: str, settings) -> None:
             os.path.isdir(root + d) and not os.path.islink(root + d)
             for d in ("/bin", "/sbin", "/lib", "/lib64")):
         raise UserError(f"--volatile=yes needs a merged-/usr tree (/bin, /sbin, /lib, /lib64 as "
-                        f"symlinks into /usr), and {root} is not one. Refusing.")
+                        f"symlinks into /usr), and {image or root} is not one. Refusing.")
     from .. import intree
     if settings.boot and not any(intree.exists(root, p)
                                  for p in ("/etc/os-release", "/usr/lib/os-release")):
-        raise UserError(f"Directory {root} doesn't look like an OS root directory "
+        raise UserError(f"{what} doesn't look like an OS root directory "
                         "(os-release file is missing). Refusing.")
     if settings.pivot_root and intree.kind(root, settings.pivot_root[0] + "/usr") != 0o040000:
-        raise UserError(f"Directory {root} doesn't look like it has an OS tree (/usr/ directory "
+        raise UserError(f"{what} doesn't look like it has an OS tree (/usr/ directory "
                         "is missing). Refusing.")
     if settings.boot:
         from ..pid1.exec_payload import BOOT_INITS
         if not any(intree.exists(root, p) for p in BOOT_INITS):
-            raise UserError(f"Directory {root} lacks an init system "
+            raise UserError(f"{what} lacks an init system "
                             f"({', '.join(BOOT_INITS)}). Refusing.")
 
