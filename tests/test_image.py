@@ -202,6 +202,22 @@ def test_volatile_state_keeps_the_image_read_only_under_a_fresh_var(run_nspawnpy
     assert r.stdout.split() == ["ro", "var-rw"], r.stderr
 
 
+def test_the_guest_journal_link_of_an_image_goes_with_its_mounts(run_nspawnpy, scratch, tree):
+    machine_id = secrets.token_hex(16)
+    (tree / "etc/machine-id").write_text(machine_id + "\n")
+    (tree / "var/log/journal").mkdir(parents=True)
+    image = diskimage.ext4(scratch / "journal.raw", tree)
+    link = Path(f"/var/log/journal/{machine_id}")
+    try:
+        r = sh(run_nspawnpy, "--link-journal=guest", "-i", image,
+               script=f"test -d /var/log/journal/{machine_id} && echo made")
+        assert r.stdout == "made\n", r.stderr
+        assert not os.path.lexists(link)   # it would lead into the gone mount point
+    finally:
+        if link.is_symlink():
+            link.unlink()
+
+
 def test_boot_runs_busybox_init_from_the_image(run_nspawnpy, scratch, tree):
     (tree / "etc/inittab").write_text("::sysinit:/bin/echo booted-from-image\n"
                                       "::once:/bin/poweroff\n::shutdown:/bin/true\n")

@@ -53,7 +53,7 @@ def _build(settings, cleanups: list) -> ContainerPlan:
     tunnel = propagate.setup(machine.name, cleanups)
     from .journal import link_journal  # host side now (last: nothing after it can fail)
     steps = _etc_steps(settings) + [s for s in (link_journal(
-        settings, tree.root, machine.uuid, cleanups),) if s]
+        settings, tree.root, machine.uuid, cleanups, keep=tree.image is None),) if s]
     from ..supervisor import cgroup
     from ..config import environ
     mounts = Mounts(custom, tuple(steps),
@@ -103,7 +103,7 @@ def _tree(settings, cleanups: list) -> tuple[Tree, str]:
             ephemeral_dir = ephemeral_layer(root, cleanups)
     if settings.ephemeral:
         machine = f"{machine}-{os.urandom(8).hex()}"[:64]
-    return Tree(root, lock_fd, ephemeral_dir), machine
+    return Tree(root, lock_fd, ephemeral_dir, image), machine
 
 
 def image_name(image: str) -> str:

@@ -14,6 +14,7 @@ class Tree(Record):
     root: str                          # real path on the host
     lock_fd: int | None                # flock on the tree itself (None: $SYSTEMD_NSPAWN_LOCK=0)
     ephemeral_dir: str | None = None   # --ephemeral: overlay upper/work, next to the tree
+    image: str | None = None           # -i: the disk image mounted at root (our namespace)
 
 
 class Machine(Record):

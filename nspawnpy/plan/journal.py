@@ -27,9 +27,10 @@ from ..pid1.journal import JOURNAL, GuestJournal, _warn, is_mount_point
 HOST_MACHINE_ID = "/etc/machine-id"
 
 
-def link_journal(settings, root: str, machine_id: str, cleanups: list):
+def link_journal(settings, root: str, machine_id: str, cleanups: list, keep: bool = True):
     """Do the host side now, registering the undoing of what it made on `cleanups`;
-    return the step for the guest side, or None."""
+    return the step for the guest side, or None. *keep*: a link made is left when the
+    container stopped (not for a disk image: its tree's path is gone with its mounts)."""
     mode = settings.link_journal
     if mode == "no" or settings.ephemeral:  # nspawn never links an ephemeral machine's journal
         return None
@@ -43,7 +44,7 @@ def link_journal(settings, root: str, machine_id: str, cleanups: list):
     link = _host_side(mode, p, q, try_, made)
     if made.ident is not None:
         from ..supervisor.cleanups import Cleanup
-        cleanups.append(Cleanup("journal_link", (p, *made.ident), until_started=True))
+        cleanups.append(Cleanup("journal_link", (p, *made.ident), until_started=keep))
     return GuestJournal(q, p, try_, link)
 
 
