@@ -7,7 +7,8 @@ apt-get update -q
 apt-get install -y -q --no-install-recommends \
     python3 python3-pytest python3-pystemd python3-dbus-next python3-pyroute2 libseccomp2 \
     busybox-static debootstrap debian-archive-keyring systemd-container zstd iproute2 \
-    dnsmasq-base util-linux procps libnftables1 nftables lintian python3-pip python3-setuptools python3-wheel
+    dnsmasq-base util-linux procps libnftables1 nftables lintian python3-pip python3-setuptools python3-wheel \
+    e2fsprogs squashfs-tools erofs-utils dosfstools
 cd "$here"
 status=0
 /usr/bin/python3 -m pytest -q -p no:cacheprovider tests "$@" || status=$?

@@ -218,6 +218,61 @@ def test_the_guest_journal_link_of_an_image_goes_with_its_mounts(run_nspawnpy, s
             link.unlink()
 
 
+@pytest.mark.parametrize("tool, make", [
+    ("mksquashfs", lambda tree, out: ["mksquashfs", tree, out, "-noappend", "-quiet"]),
+    ("mkfs.erofs", lambda tree, out: ["mkfs.erofs", out, tree]),
+])
+def test_squashfs_and_erofs_images_run_read_only(run_nspawnpy, scratch, tree, tool, make):
+    skip_unless(subprocess.run(["which", tool], capture_output=True).returncode == 0,
+                f"{tool} is missing (squashfs-tools, erofs-utils)")
+    image = scratch / f"{tool}.raw"
+    subprocess.run(make(str(tree), str(image)), check=True, capture_output=True)
+    opts, fstype, *_ = root_mount(run_nspawnpy, "-i", image)
+    assert (opts.split(",")[0], fstype) == ("ro", {"mksquashfs": "squashfs"}.get(tool, "erofs"))
+    r = sh(run_nspawnpy, "-i", image, script="cat /etc/os-release")
+    assert "ImageOS" in r.stdout
+    assert nothing_left(image) == []
+
+
+def kernel_has(fstype: str) -> bool:
+    with open("/proc/filesystems") as f:
+        return any(line.split()[-1] == fstype for line in f if line.strip())
+
+
+def test_an_xbootldr_goes_to_boot_and_the_esp_to_efi(run_nspawnpy, scratch, tree):
+    skip_unless(os.uname().machine == "x86_64", "the test image's root type is x86-64's")
+    parts = [diskimage.Part(diskimage.ROOT_X86_64, diskimage.ext4(scratch / "root.fs", tree)),
+             diskimage.Part(diskimage.XBOOTLDR, diskimage.ext4(scratch / "boot.fs", None, 8))]
+    expected = ["/boot ext4"]
+    have_vfat = kernel_has("vfat") and subprocess.run(["which", "mkfs.vfat"],
+                                                      capture_output=True).returncode == 0
+    if have_vfat:   # (this kernel may lack vfat: then the XBOOTLDR alone)
+        esp = scratch / "esp.fs"
+        subprocess.run(["mkfs.vfat", "-C", str(esp), "8192"], check=True, capture_output=True)
+        parts.append(diskimage.Part(diskimage.ESP, esp))
+        expected.append("/efi vfat")
+    image = diskimage.gpt(scratch / "esp.raw", parts)
+    r = sh(run_nspawnpy, "-i", image,
+           script="awk '$5 ~ /^\\/(efi|boot)$/ {print $5, $(NF-2)}' /proc/self/mountinfo")
+    assert sorted(r.stdout.splitlines()) == expected, r.stderr
+
+
+def test_a_file_system_the_kernel_lacks_is_one_line_naming_the_image(run_nspawnpy, scratch,
+                                                                     tree):
+    skip_unless(os.uname().machine == "x86_64", "the test image's root type is x86-64's")
+    skip_unless(not kernel_has("vfat") and subprocess.run(
+        ["which", "mkfs.vfat"], capture_output=True).returncode == 0,
+        "needs mkfs.vfat and a kernel without vfat")
+    esp = scratch / "esp.fs"
+    subprocess.run(["mkfs.vfat", "-C", str(esp), "8192"], check=True, capture_output=True)
+    image = diskimage.gpt(scratch / "novfat.raw", [
+        diskimage.Part(diskimage.ROOT_X86_64, diskimage.ext4(scratch / "root.fs", tree)),
+        diskimage.Part(diskimage.ESP, esp)])
+    r = sh(run_nspawnpy, "-i", image, script="true", check=1)
+    assert r.stderr.strip() == f"Failed to mount image {image} (ESP, vfat): No such device"
+    assert nothing_left(image) == []
+
+
 def test_boot_runs_busybox_init_from_the_image(run_nspawnpy, scratch, tree):
     (tree / "etc/inittab").write_text("::sysinit:/bin/echo booted-from-image\n"
                                       "::once:/bin/poweroff\n::shutdown:/bin/true\n")

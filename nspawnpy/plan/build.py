@@ -52,7 +52,7 @@ def _build(settings, cleanups: list) -> ContainerPlan:
     from ..supervisor import propagate  # machinectl bind's tunnel: every container has one
     tunnel = propagate.setup(machine.name, cleanups)
     from .journal import link_journal  # host side now (last: nothing after it can fail)
-    steps = _etc_steps(settings) + [s for s in (link_journal(
+    steps = _etc_steps(settings, tree) + [s for s in (link_journal(
         settings, tree.root, machine.uuid, cleanups, keep=tree.image is None),) if s]
     from ..supervisor import cgroup
     from ..config import environ
@@ -142,9 +142,10 @@ def _console(settings) -> Console:
     return Console(mode, winsize, os.environ.get("TERM") or ("vt220" if mode != "pipe" else None))
 
 
-def _etc_steps(settings) -> list:
+def _etc_steps(settings, tree: Tree) -> list:
     from ..pid1.etcfiles import resolv_conf_step, timezone_step
-    read_only = settings.read_only or settings.volatile == "state"  # what /etc is on
+    read_only = (settings.read_only or settings.volatile == "state"  # what /etc is on
+                 or (tree.image is not None and os.statvfs(tree.root).f_flag & os.ST_RDONLY))
     return [step for step in (  # nspawn's order: /etc/localtime first
         timezone_step(settings.timezone, read_only),
         resolv_conf_step(settings.resolv_conf, settings.private_net, read_only)) if step]

@@ -24,6 +24,7 @@ from .cleanups import Cleanup
 MOUNT_BASE = "/tmp"
 DISCARD_TYPES = ("btrfs", "ext4", "vfat", "xfs")
 NORECOVERY_TYPES = ("ext4", "xfs", "btrfs")   # read-only mounts that must not replay a log
+READ_ONLY_TYPES = ("squashfs", "erofs")        # mounted read-only whatever else is asked
 FICLONE = 0x40049409
 
 
@@ -168,7 +169,7 @@ def mount_parts(image: str, fd: int, parts: list, root: str, read_only: bool) ->
     """Mount every file system of the image in order, root first."""
     boot_used = any(part.where == "/boot" for part in parts)
     for part in parts:
-        ro = read_only or part.read_only
+        ro = read_only or part.read_only or part.fstype in READ_ONLY_TYPES
         device = loopdev.attach(fd, part.start, part.size, ro)
         try:
             _mount_part(image, device, part, root, ro, boot_used)
