@@ -55,7 +55,9 @@ def gpt(path: Path | str, parts: list[Part], sector: int = 512, entries: int = 1
         corrupt: str = "") -> Path:
     """Write a GPT disk image. *corrupt*: "header-crc", "entries-crc", "past-eof" (the last
     partition ends past the image), "count" (a huge entry count, CRCs fixed up), "overlap",
-    "truncate" (the image cut inside the entry array), "no-pmbr"."""
+    "truncate" (the image cut inside the entry array), "no-pmbr", "entry-past-usable" (a
+    partition beyond the header's last usable sector, all else consistent), "array-past-eof"
+    (the entry array's LBA beyond the image)."""
     path = Path(path)
     first_lba = ALIGN // sector
     layout, lba = [], first_lba
@@ -71,6 +73,9 @@ def gpt(path: Path | str, parts: list[Part], sector: int = 512, entries: int = 1
     if corrupt == "past-eof":
         part, first, last = layout[-1]
         layout[-1] = (part, first, last + 1000 * ALIGN // sector)
+    if corrupt == "entry-past-usable":
+        part, first, last = layout[-1]
+        layout[-1] = (part, first, last + 64)
     array = b"".join(_entry(part, first, last) for part, first, last in layout)
     array = array.ljust(entries * 128, b"\0")
     with open(path, "wb") as f:
@@ -84,7 +89,8 @@ def gpt(path: Path | str, parts: list[Part], sector: int = 512, entries: int = 1
         last_usable = total - array_sectors - 2
         if corrupt == "past-eof":
             last_usable = layout[-1][2]
-        primary = _header(1, total - 1, first_lba, last_usable, 2, count, array, corrupt)
+        array_lba = total + 1000 if corrupt == "array-past-eof" else 2
+        primary = _header(1, total - 1, first_lba, last_usable, array_lba, count, array, corrupt)
         f.seek(sector)
         f.write(primary)
         f.seek(2 * sector)

@@ -405,6 +405,14 @@ def _garbage(scratch, tree):
     return path
 
 
+def _ext4_magic_over_garbage(scratch):
+    data = bytearray(os.urandom(4 << 20))
+    data[0x438:0x43A] = b"\x53\xef"
+    path = scratch / "fake-ext4.raw"
+    path.write_bytes(bytes(data))
+    return path
+
+
 def _gpt(corrupt, parts=None):
     def make(scratch, tree):
         root = diskimage.Part(diskimage.ROOT_X86_64, diskimage.ext4(scratch / "r.fs", tree, 8))
@@ -425,6 +433,11 @@ HOSTILE = {
     "huge-entry-count": (_gpt("count"), "is out of range"),
     "overlapping-partitions": (_gpt("overlap"), "overlap"),
     "no-protective-mbr": (_gpt("no-pmbr"), "GPT without a protective MBR"),
+    "partition-past-usable-area": (_gpt("entry-past-usable"),
+                                   "partition 2 lies outside the disk's usable area"),
+    "entry-array-past-eof": (_gpt("array-past-eof"), "GPT entry array lies outside the image"),
+    "ext4-magic-over-garbage": (lambda s, t: _ext4_magic_over_garbage(s),
+                                "Failed to mount image"),
     "no-root-partition": (_gpt("", lambda s: [diskimage.Part(diskimage.HOME, 1 << 20),
                                               diskimage.Part(diskimage.SWAP, 1 << 20)]),
                           "No suitable root partition found in image."),
