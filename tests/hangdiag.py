@@ -88,11 +88,9 @@ def _read(path: str) -> str:
 
 
 def _status(pid: int) -> dict:
-    fields = {}
-    for line in _read(f"/proc/{pid}/status").splitlines():
-        key, _, value = line.partition(":")
-        fields[key] = value.strip()
-    return fields
+    """/proc/PID/status as {field: value}; {} for a process that is gone."""
+    pairs = (line.split(":", 1) for line in _read(f"/proc/{pid}/status").splitlines())
+    return {pair[0]: pair[1].strip() for pair in pairs if len(pair) == 2}
 
 
 def tree(root_pid: int) -> set[int]:
