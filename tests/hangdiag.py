@@ -130,6 +130,8 @@ def describe(pid: int) -> str:
              f"    cmd: {cmdline}"]
     lines += [f"    cgroup {c}" for c in _read(f"/proc/{pid}/cgroup").splitlines()]
     lines += [f"    stack {s}" for s in _read(f"/proc/{pid}/stack").splitlines()[:12]]
+    if "futex" in _read(f"/proc/{pid}/wchan"):  # waits in user space: on what?
+        lines += [f"    gdb {s}" for s in user_stack(pid).splitlines()[:25]]
     with contextlib.suppress(OSError):
         fds = sorted(os.listdir(f"/proc/{pid}/fd"), key=int)
         targets = []
@@ -138,6 +140,16 @@ def describe(pid: int) -> str:
                 targets.append(f"{fd}->{os.readlink(f'/proc/{pid}/fd/{fd}')}")
         lines.append("    fds " + " ".join(targets))
     return "\n".join(lines)
+
+
+def user_stack(pid: int) -> str:
+    """The user-space backtrace of *pid*'s threads, if gdb is installed."""
+    try:
+        r = subprocess.run(["gdb", "-batch", "-p", str(pid), "-ex", "thread apply all bt 20"],
+                           text=True, capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"<{e}>"
+    return "\n".join(line for line in r.stdout.splitlines() if line.startswith(("#", "Thread")))
 
 
 def guest_inits(pids) -> list[int]:
