@@ -114,3 +114,35 @@ def test_dev_run_host_owners_and_capabilities_are_nspawns(busybox_root, run_nspa
     theirs = systemd_nspawn(args)
     ours = run_nspawnpy(*args)
     assert (ours.returncode, ours.stdout) == (theirs.returncode, theirs.stdout)
+
+
+# Where the host's / is shared (any host systemd runs; this machine's is private, the test
+# host's is shared), mounts that come from the host (the tree, --bind=, /run/host/os-release,
+# /etc/localtime) are slaves of the host's peer group under nspawn: the propagation shows.
+TESTHOST_SCENARIOS = {
+    "plain": [], "bind": ["--bind=/home:/mnt"], "userns": ["-U", "--bind=/home:/mnt"],
+    "userns-chown": ["--private-users=pick", "--private-users-ownership=chown"],
+    "userns-read-only": ["-U", "--read-only"],
+}
+
+
+@pytest.fixture(scope="module")
+def host_tree(testhost):
+    import rootfs
+    tree = rootfs.busybox_tree(testhost.root / "var/lib/machines/mountview")
+    yield testhost, "/var/lib/machines/mountview"
+    rootfs.rmtree(tree)
+
+
+@pytest.mark.parametrize("scenario", sorted(TESTHOST_SCENARIOS))
+def test_mountinfo_is_nspawns_where_the_hosts_root_is_shared(host_tree, scenario):
+    host, tree = host_tree
+    outputs = []
+    for tool in ("systemd-nspawn", "nspawnpy"):
+        r = host.run(["systemd-run", "--wait", "--pipe", "--collect", "-q", "-p", "Delegate=yes",
+                      "--", tool, *COMMON, "-D", tree, *TESTHOST_SCENARIOS[scenario],
+                      "/bin/cat", "/proc/self/mountinfo"], check=False)
+        assert r.returncode == 0, r.stderr
+        outputs.append(normalise(r.stdout))
+    assert outputs[1] == outputs[0]
+    assert any(" master:" in line for line in outputs[0])

@@ -9,7 +9,7 @@ import os
 import struct
 
 from .. import intree, linux, protocol
-from ..linux import (MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC,
+from ..linux import (MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REC,
                      MS_REMOUNT, MS_SHARED, MS_SLAVE)
 from . import exec_payload as payload, kernelfs, mounts
 
@@ -199,13 +199,15 @@ def own_tree() -> str:
     """Our copy of the tree (the working directory) is locked, as a user namespace's copy of
     more privileged mounts is, and pivot_root refuses a locked new root: a recursive copy of
     it on top is ours (its mounts keep their locked flags: a read-only /sys stays so). Its
-    mounts lose their peers, as nspawn's do, and are made shared again, each on its own."""
+    mounts lose their peers, as nspawn's do, and are made shared again, each on its own; those
+    that came from the host stay slaves of the host's peer group, as nspawn's do (where the
+    host's / is shared)."""
     tree = linux.open_tree(".", linux.OPEN_TREE_CLONE | linux.OPEN_TREE_CLOEXEC | linux.AT_RECURSIVE)
     linux.move_mount(tree, ".")
     os.fchdir(tree)
     os.close(tree)
     root = "/proc/self/cwd"
-    linux.mount(None, root, None, MS_REC | MS_PRIVATE)
+    linux.mount(None, root, None, MS_REC | MS_SLAVE)
     linux.mount(None, root, None, MS_REC | MS_SHARED)
     return root
 
@@ -370,10 +372,11 @@ def _own_unified_cgroup() -> str:
 
 
 def pivot(root: str) -> None:
-    """Make the tree the root. pivot_root refuses a shared new root: it is private for the
-    moment of the switch and shared again afterwards (its mounts keep their peer groups)."""
+    """Make the tree the root. pivot_root refuses a shared new root: it is only a slave (of the
+    host's peer group, where it came from a shared host mount) for the moment of the switch and
+    shared again afterwards (its mounts keep their peer groups)."""
     os.chdir(root)
-    linux.mount(None, ".", None, MS_PRIVATE)
+    linux.mount(None, ".", None, MS_SLAVE)
     linux.pivot_root(".", ".")
     linux.umount2(".", linux.MNT_DETACH)
     os.chdir("/")
