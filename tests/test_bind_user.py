@@ -199,3 +199,20 @@ def test_volatile_tree_has_no_users_of_its_own(busybox_root, run_nspawnpy, syste
     theirs = systemd_nspawn([str(a) for a in args], check=True)
     ours = run_nspawnpy(*args, check=True)
     assert ours.stdout == theirs.stdout and "daemon.user" in ours.stdout
+
+
+@pytest.mark.parametrize("settings", ([], ["--settings=override"]), ids=("cli-wins", "override"))
+def test_command_line_and_trusted_file_take_turns_as_in_nspawn(busybox_root, run_nspawnpy,
+                                                               systemd_nspawn, settings):
+    path = Path("/run/systemd/nspawn") / f"{busybox_root.name}.nspawn"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("[Files]\nBindUser=daemon\n")
+    try:
+        args = [*COMMON, "-D", busybox_root, "-U", *settings, "--bind-user=games",
+                "/bin/ls", "/run/host/userdb"]
+        theirs = systemd_nspawn([str(a) for a in args], check=True)
+        ours = run_nspawnpy(*args, check=True)
+    finally:
+        path.unlink()
+    assert ours.stdout.split() == theirs.stdout.split()
+    assert ("daemon.user" in ours.stdout) == bool(settings) != ("games.user" in ours.stdout)

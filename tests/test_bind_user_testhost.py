@@ -146,3 +146,18 @@ def test_debian_guest_resolves_the_user_and_its_files_are_its_own(host, debian):
     root = [run(host, tool, debian, "-U", "--bind-user=bindpw",
                 script="getent shadow bindpw | cut -d: -f1,2") for tool in ("systemd-nspawn", "nspawnpy")]
     assert root[1].stdout == root[0].stdout == f"bindpw:{USERS['bindpw'][1]}\n"
+
+
+def test_user_without_a_group_entry_is_refused_as_by_nspawn(host, busybox):
+    passwd = host.root / "etc/passwd"
+    saved = passwd.read_text()
+    passwd.write_text(saved + "bindorphan:x:47113:47999::/home/bindorphan:/bin/sh\n")
+    try:
+        outcomes = [run(host, tool, busybox, "-U", "--bind-user=bindorphan", script="true")
+                    for tool in ("systemd-nspawn", "nspawnpy")]
+    finally:
+        passwd.write_text(saved)
+    theirs, ours = outcomes
+    assert theirs.returncode == ours.returncode == 1
+    assert ours.stderr == theirs.stderr.replace("\n", " (--bind-user=)\n"), (theirs.stderr, ours.stderr)
+    assert ours.stderr.startswith("Failed to resolve group of user 'bindorphan': ")
