@@ -154,8 +154,8 @@ def exec_slim(sv) -> None:
         for fd in fds:
             os.set_inheritable(fd, True)
         os.execve(path, argv, {**os.environ, ENV: str(memfd)})
-    except (OSError, ValueError):
-        pass  # carry on as we are
+    except Exception:  # noqa: BLE001 - any failure (also a package upgraded under us whose
+        pass  # handover.py no longer fits this image): carry on as we are
     finally:  # reached only when the exec did not happen
         for fd in fds:
             os.set_inheritable(fd, False)
