@@ -216,3 +216,19 @@ def test_command_line_and_trusted_file_take_turns_as_in_nspawn(busybox_root, run
         path.unlink()
     assert ours.stdout.split() == theirs.stdout.split()
     assert ("daemon.user" in ours.stdout) == bool(settings) != ("games.user" in ours.stdout)
+
+
+def test_range_ending_at_the_next_free_id_is_refused_where_nspawn_aborts(
+        busybox_root, run_nspawnpy, systemd_nspawn):
+    """A range of 60515 IDs holds 60514 but not 60515: nspawn 252 hands out 60515 anyway and
+    dies on an assertion (status 255, 'Parent died too early'); nspawnpy refuses as nspawn
+    does for a range too small for any. One user fits, as in nspawn."""
+    r = run_nspawnpy(*COMMON, "-D", busybox_root, "--private-users=458752:60515",
+                     "--bind-user=daemon", "--bind-user=games", "/bin/true")
+    assert (r.returncode, r.stderr) == (1, "No suitable available UID in range 60514\u202660577 "
+                                           "in container detected, can't map user. (--bind-user=)\n")
+    args = [*COMMON, "-D", busybox_root, "--private-users=458752:60515", "--bind-user=daemon",
+            "/bin/cat", "/proc/self/uid_map"]
+    ours = run_nspawnpy(*args, check=True)
+    assert ours.stdout == systemd_nspawn([str(a) for a in args], check=True).stdout
+    assert ours.stdout.split() == ["0", "458752", "60514", "60514", "1", "1"]
