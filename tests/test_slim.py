@@ -50,6 +50,13 @@ def own_leftovers(root: Path, name: str = "") -> list[str]:
             or (name and name in item)]
 
 
+def traces(root: Path) -> list[str]:
+    """What leftovers() does not look at: the machine's record and tunnel, ephemeral layers."""
+    return [str(p) for p in (*STATE.glob(f"{root.name}*"),
+                             *Path("/run/systemd/nspawn/propagate").glob(f"{root.name}*"),
+                             *root.parent.glob(".#*"))]
+
+
 def scratch_children(cg) -> list[str]:
     return [os.path.join(r, d) for top in cg.dirs for r, dirs, _ in os.walk(top) for d in dirs]
 
@@ -146,15 +153,22 @@ def test_an_interactive_console_keeps_relaying_and_three_escapes_kill(busybox_ro
         os.close(slave)
 
 
-def test_sigkill_of_the_slim_supervisor_leaves_no_trace(busybox_root):
-    with service(busybox_root, "--console=pipe", "/bin/sleep", "60") as proc:
+@pytest.mark.parametrize("options", [(), ("-U",), ("--ephemeral",)], ids=["", "U", "ephemeral"])
+def test_sigkill_of_the_slim_supervisor_leaves_no_trace(busybox_root, options):
+    with service(busybox_root, "--console=pipe", *options, "/bin/sleep", "60") as proc:
         slimmed(proc)
+        path = next(STATE.glob(f"{busybox_root.name}*"))  # --ephemeral: NAME-suffix
+        record = dict(line.split("=", 1) for line in path.read_text().splitlines())
         pids = processes_in_pid_namespace_of(proc.pid)
         proc.kill()
         proc.wait()
         wait_for(lambda: not any(os.path.exists(f"/proc/{p}") for p in pids), timeout=15,
                  what="the container's end")
-    assert not (STATE / busybox_root.name).exists()
+    # Besides leftovers(): the record, the tunnel, the UID range's lock, the ephemeral layer.
+    assert traces(busybox_root) == []
+    if record["USERNS_BASE"]:
+        assert not Path(f"/run/systemd/nspawn-uid/{record['USERNS_BASE']}").exists()
+    assert [p.name for p in busybox_root.parent.iterdir() if p.name.startswith(".#")] == []
 
 
 def processes_in_pid_namespace_of(supervisor: int) -> list[int]:
@@ -177,6 +191,23 @@ def test_sigkill_at_any_moment_around_the_exec_leaves_no_trace(busybox_root):
             proc.kill()
             proc.wait()
         assert own_leftovers(busybox_root) == []
+        wait_for(lambda: traces(busybox_root) == [], timeout=15, what="the janitor")
+
+
+def test_sigterm_at_any_moment_around_the_exec_is_never_lost(busybox_root):
+    """SIGTERM between 0.6 and 1.6 s after the record is published (before, during and after
+    the exec, with the signals blocked over it) stops the container as it does at any other
+    time: the same status and words, promptly, nothing left."""
+    outcomes = set()
+    for _ in range(16):
+        with service(busybox_root, "--console=pipe", "/bin/sleep", "60") as proc:
+            wait_for(lambda: (STATE / busybox_root.name).exists() or proc.poll() is not None,
+                     step=0.005, what="the record")
+            time.sleep(random.uniform(0.6, 1.6))
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=10)   # a lost signal would hang here
+            outcomes.add((proc.returncode, err.decode()))
+    assert len(outcomes) == 1, outcomes
 
 
 def ctl(*args):
