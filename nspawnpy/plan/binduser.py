@@ -126,13 +126,12 @@ def shadow_password(name: str):
     """The password field of the host's shadow entry (through NSS), if it looks like a hash:
     locked ones ('!...') and an empty one are kept, 'x' and '*' (after any '!') are not."""
     import ctypes
-    import ctypes.util
 
-    class Spwd(ctypes.Structure):
+    class Spwd(ctypes.Structure):  # (its first two fields: all we read)
         _fields_ = [("sp_namp", ctypes.c_char_p), ("sp_pwdp", ctypes.c_char_p)]
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    libc.getspnam.restype = ctypes.POINTER(Spwd)
-    entry = libc.getspnam(name.encode())
+    getspnam = ctypes.CDLL(None).getspnam  # (Python's spwd is deprecated, gone in 3.13)
+    getspnam.restype = ctypes.POINTER(Spwd)
+    entry = getspnam(name.encode())
     if not entry or entry.contents.sp_pwdp is None:
         return None
     hashed = entry.contents.sp_pwdp.decode(errors="surrogateescape")
