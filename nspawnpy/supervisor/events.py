@@ -23,7 +23,7 @@ def log(message: str) -> None:
 
 
 class Events:
-    """The event handlers of loop.Supervisor (which owns the state they use)."""
+    """The event handlers of loop.Supervisor and slim.Slim (which own the state they use)."""
 
     def run(self) -> int:
         """start() (the subclass's), then the loop until PID 1 is gone; always the teardown."""
