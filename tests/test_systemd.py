@@ -94,6 +94,30 @@ def test_unit_boots_registers_reboots_and_powers_off(host):
         host.stop_unit(unit)
 
 
+def test_a_settled_unit_runs_the_slim_supervisor_and_stops_cleanly(host):
+    """nspawnpy@.service (registered, Type=notify, watchdog): a second after the go-ahead the
+    unit's main process is the slim supervisor (same PID, no ctypes mapped), still
+    registered, and systemctl stop ends it as before."""
+    debian_guest(host, "slim1")
+    unit = "nspawnpy@slim1.service"
+    try:
+        host.run(["systemctl", "start", unit], timeout=60)
+        pid = show(host, unit, "MainPID")["MainPID"]
+        started_as = host.run(f"cat /proc/{pid}/comm; tr '\\0' ' ' </proc/{pid}/cmdline").stdout
+        host.wait_until("systemctl -M slim1 is-system-running --wait | grep -Eq 'running|degraded'")
+        host.wait_until(f"! grep -q _ctypes /proc/{pid}/maps", timeout=15)
+        assert show(host, unit, "MainPID")["MainPID"] == pid
+        assert host.run(f"cat /proc/{pid}/comm; tr '\\0' ' ' </proc/{pid}/cmdline").stdout \
+            == started_as
+        assert ["slim1", "container", "nspawnpy"] == machines(host)[0][:3]
+        host.run(["systemctl", "stop", unit], timeout=60)
+        assert show(host, unit, "Result")["Result"] == "success"
+        assert "Halting system" in journal(host, unit) or "System Halt" in journal(host, unit)
+        assert machines(host) == []
+    finally:
+        host.stop_unit(unit)
+
+
 def test_terminate_stops_the_unit_with_a_clean_shutdown(host):
     debian_guest(host, "web2")
     unit = "nspawnpy@web2.service"
