@@ -30,9 +30,6 @@ def main(argv=None) -> int:
             return 0
         if os.geteuid() != 0:
             raise UserError("Need to be root.")
-        if settings.keep_unit or settings.boot:  # the runs that move processes between cgroups
-            from .supervisor import cgroup
-            cgroup.start_migration_warm_up()
         from .plan.build import build
         plan = build(settings)
         from .supervisor import loop

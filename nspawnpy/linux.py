@@ -85,7 +85,6 @@ _SYSCALLS = {
     "mount_setattr": (442, 442),
     "close_range": (436, 436),
     "openat2": (437, 437),
-    "rt_sigaction": (13, 134),
 }
 _ARCH = 1 if os.uname().machine in ("aarch64", "arm64") else 0
 
@@ -218,13 +217,6 @@ def close_range(first: int, last: int = 0xFFFFFFFF, flags: int = 0) -> None:
 
 def personality(persona: int) -> int:
     return _check(_syscall("personality", ctypes.c_ulong(persona)))
-
-
-def default_signal_action(signum: int) -> None:
-    """SIG_DFL for *signum* through the kernel's own call, which also takes the C library's
-    reserved signals (32, 33: its thread handlers) that sigaction() refuses."""
-    action = ctypes.create_string_buffer(32)  # struct kernel_sigaction, all zero: SIG_DFL
-    _check(_syscall("rt_sigaction", ctypes.c_int(signum), action, None, ctypes.c_size_t(8)))
 
 
 class _CapHeader(ctypes.Structure):

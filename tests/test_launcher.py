@@ -375,7 +375,9 @@ def test_reboot_exits_133_with_keep_unit(run_nspawnpy, busybox_root):
     r = run_nspawnpy(*QUIET, "--keep-unit", "-b", "-D", busybox_root, timeout=60)
     assert r.returncode == 133, r.stderr
     assert leftovers() == []
-    assert own_subcgroups() == before  # payload/ and supervisor/ are gone again
+    # payload/ and supervisor/ are gone again (other cgroups may come and go: concurrent runs)
+    split = {"payload", "supervisor"}
+    assert {c for c in own_subcgroups() if c[1] in split} == {c for c in before if c[1] in split}
 
 
 def test_boot_without_init_is_refused(run_nspawnpy, busybox_root):
@@ -477,8 +479,7 @@ def test_the_renewed_janitor_cleans_up_after_kill_9_with_keep_unit(busybox_root)
             wait_for(lambda: (set(children(p.pid)) - {leader, *first}) or None, timeout=10)
             assert {d.name for d in cg.dirs[0].iterdir() if d.is_dir()} == {"payload",
                                                                             "supervisor"}
-            # in supervisor/ in every hierarchy it was moved in (a late move of ourselves in
-            # place, by the cgroup warm-up, once put it back beside them in name=systemd)
+            # in supervisor/ in every hierarchy it was moved in
             own = [line.split(":", 2)[2] for line in Path(f"/proc/{p.pid}/cgroup").read_text()
                    .splitlines() if line.split(":")[1] in ("name=systemd", "")]
             assert own and all(path.endswith(f"/{cg.name}/supervisor") for path in own), own
@@ -488,45 +489,6 @@ def test_the_renewed_janitor_cleans_up_after_kill_9_with_keep_unit(busybox_root)
         wait_for(lambda: not any(d.is_dir() for top in cg.dirs for d in top.iterdir()),
                  timeout=15)
         wait_for(lambda: not os.path.exists(f"/proc/{leader}"), timeout=15)
-
-
-WARM_UP = """\
-import os, random, time
-from nspawnpy import linux
-from nspawnpy.supervisor import cgroup
-hung, threads = 0, set()
-for _ in range(100):
-    cgroup.start_migration_warm_up()
-    time.sleep(random.uniform(0, 0.015))  # the plan build, shorter or longer than the wait
-    cgroup.finish_migration_warm_up()
-    threads.add(len(os.listdir("/proc/self/task")))
-    pid = linux.clone(0)  # as PID 1 is made
-    if pid == 0:
-        os.setgroups([])  # as -U's PID 1 does: glibc waits for every thread it knows of
-        os._exit(0)
-    deadline = time.monotonic() + 2
-    while not os.waitpid(pid, os.WNOHANG)[0]:
-        if time.monotonic() > deadline:
-            hung += 1
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            break
-        time.sleep(0.001)
-    time.sleep(0.03)  # the kernel's lock back in its fast mode: the next warm-up waits again
-print(hung, sorted(threads))
-"""
-
-
-def test_pid1_is_cloned_only_once_the_cgroup_warm_up_thread_has_ended():
-    """PID 1's raw clone() must find no other thread: glibc's copy of a thread then ending
-    made -U's PID 1 wait in setgroups() forever (setxid_mark_thread, a futex); without the
-    wait about 2 in 100 of these clones hung."""
-    from testhost import ScratchCgroup
-    with ScratchCgroup("warmup") as cg:
-        r = subprocess.run([PYTHON, "-c", WARM_UP], preexec_fn=cg.enter, cwd=REPO, text=True,
-                           capture_output=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.split(None, 1) == ["0", "[1]\n"], r.stdout
 
 
 def test_a_running_tree_is_locked_against_a_second_start(run_nspawnpy, busybox_root):

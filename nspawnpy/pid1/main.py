@@ -55,10 +55,6 @@ def reset_signal_dispositions() -> None:
     for sig in _signal.valid_signals():
         if sig not in (SIGKILL, SIGSTOP):
             _signal.signal(sig, _signal.SIG_DFL)
-    # The C library's own two, which it set up for the supervisor's thread: the -a stub,
-    # which execs nothing, would show them caught.
-    for sig in range(32, _signal.SIGRTMIN):
-        linux.default_signal_action(sig)
 
 
 def _describe(e: BaseException) -> str:

@@ -159,55 +159,6 @@ def unmounted_controller():
     return None
 
 
-_warm_up_running = False  # the warm-up thread may still exist (finish_migration_warm_up)
-
-
-def start_migration_warm_up() -> None:
-    """Let the kernel's wait before the first cgroup move pass while set-up goes on.
-
-    Moving a process between cgroups first waits for an RCU grace period (the global
-    threadgroup lock switches to its slow mode: 5-15 ms here); moves that follow within a
-    few ms do not wait. Writing our own PID into our own cgroup moves nothing but takes that
-    wait, so a thread does it while the main thread builds the plan: Placement.attach's real
-    moves then find the lock ready. The thread must be gone before PID 1's clone()
-    (finish_migration_warm_up)."""
-    import _thread
-    global _warm_up_running
-    directories = managed_dirs()
-    if directories:
-        _warm_up_running = True
-        _thread.start_new_thread(_move_self_in_place, (directories[0],))
-
-
-def finish_migration_warm_up() -> None:
-    """Return once the warm-up thread has ended, as the kernel counts our threads.
-
-    A raw clone() copies whatever state that thread left the interpreter and libc in, and
-    nothing resets it in the child as os.fork() would: with the thread ending meanwhile,
-    glibc's copied list of threads made -U's PID 1 wait in setgroups() forever (for that
-    thread to take the new IDs: setxid_mark_thread, a futex). And a self-move that landed
-    after Placement.attach put the supervisor back beside supervisor/ in name=systemd.
-    The wait costs what is left of the grace period."""
-    global _warm_up_running
-    if not _warm_up_running:
-        return
-    import time
-    while len(os.listdir("/proc/self/task")) > 1:
-        time.sleep(0.0002)  # the thread needs the GIL to finish
-    _warm_up_running = False
-
-
-def _move_self_in_place(directory: str) -> None:
-    try:
-        fd = os.open(f"{directory}/cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            os.write(fd, str(os.getpid()).encode())
-        finally:
-            os.close(fd)
-    except OSError:
-        pass  # only an optimisation
-
-
 def _attach(directory: str, pid: int) -> None:
     with open(f"{directory}/cgroup.procs", "w") as f:
         f.write(str(pid))

@@ -72,8 +72,6 @@ def run_once(plan) -> int:
         if plan.kept_caps & ~current_bounding():
             log("Some capabilities will not be set because they are not in the current bounding set.")
     idmap = plan.userns.prepare_tree(plan.tree.root) if plan.userns is not None else None
-    from . import cgroup
-    cgroup.finish_migration_warm_up()  # no other thread may live through the raw clone()s
     sys.stdout.flush()
     import gc
     from ..pid1 import caps
@@ -209,8 +207,10 @@ class Supervisor(Events):
     def place_in_cgroup(self) -> None:
         """Give the payload (and with --keep-unit the supervisor) its cgroups, right after
         clone(): the kernel's wait before the first move (an RCU grace period, 5-15 ms here)
-        was started before the plan (cgroup.start_migration_warm_up) and has passed, at least
-        in part, while the plan was built. A booted init needs a cgroup of its
+        then passes while PID 1 builds its file system. (Starting that wait earlier, in a
+        thread, gained nothing once the thread had to end before the raw clone(), which must
+        find no other thread: glibc's copy of one made -U's PID 1 hang in setgroups().)
+        A booted init needs a cgroup of its
         own; a plain command stays in ours; machined's scope, if it makes one, is the
         payload's own cgroup too."""
         registration = self.plan.registration
