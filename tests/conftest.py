@@ -4,6 +4,7 @@
   nspawnpy_cmd         ["/usr/bin/python3", "-m", "nspawnpy"]   (run it with nspawnpy_env)
   nspawnpy_env         environment for it (PYTHONPATH=repo)
   run_nspawnpy         run_nspawnpy(*args, input=None, timeout=60, check=None) -> CompletedProcess
+                       (past the timeout: hangdiag.Hung, what the run was doing)
   busybox_root         fresh busybox tree per test, under /var/tmp, removed afterwards
   debian_root          fresh Debian bookworm tree per test (from the cached tarball)
   testhost             session-wide systemd test host (see testhost.TestHost)
@@ -29,6 +30,7 @@ import pytest
 if os.path.dirname(__file__) not in sys.path:
     sys.path.insert(0, os.path.dirname(__file__))
 
+import hangdiag  # noqa: E402
 import rootfs  # noqa: E402
 import testhost as _testhost  # noqa: E402
 from testhost import leftovers, check_result, wait_for  # noqa: E402,F401  (re-exported for tests)
@@ -129,10 +131,9 @@ def run_nspawnpy(nspawnpy_cmd, nspawnpy_env):
 
     def run(*args, input: str | None = None, timeout: float = 60, check=None,
             env: dict | None = None) -> subprocess.CompletedProcess:
-        r = subprocess.run([*nspawnpy_cmd, *map(str, args)], input=input, text=True,
-                           capture_output=True, timeout=timeout,
-                           stdin=None if input is not None else subprocess.DEVNULL,
-                           env={**nspawnpy_env, **(env or {})}, cwd=REPO)
+        r = hangdiag.run([*nspawnpy_cmd, *map(str, args)], timeout, input=input,
+                         stdin=None if input is not None else subprocess.DEVNULL,
+                         env={**nspawnpy_env, **(env or {})}, cwd=REPO)
         return check_result(r, check)
 
     return run

@@ -16,6 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import hangdiag
 import rootfs
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -242,9 +243,8 @@ def run_systemd_nspawn(args: list[str], *, input: str | None = None, timeout: fl
     cmd = [exe, *args]
     with ScratchCgroup("nspawn") as cg:
         try:
-            r = subprocess.run(cmd, input=input, text=True, capture_output=True,
-                               stdin=None if input is not None else subprocess.DEVNULL,
-                               timeout=timeout, preexec_fn=cg.enter)
+            r = hangdiag.run(cmd, timeout, input=input, cgroups=cg.dirs, preexec_fn=cg.enter,
+                             stdin=None if input is not None else subprocess.DEVNULL)
         finally:
             clean_nspawn_runtime(nspawn_machine_name(args))
     return check_result(r, check)
