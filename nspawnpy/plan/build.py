@@ -91,8 +91,8 @@ def _tree(settings, cleanups: list) -> tuple[Tree, str]:
     if is_image:   # its file systems, mounted in a mount namespace of our own
         from ..supervisor.imagemount import mount_image
         image = root
-        root, lock_fd = mount_image(root, machine, settings.read_only, settings.ephemeral,
-                                    cleanups)
+        read_only = settings.read_only or settings.volatile != "no"   # as nspawn mounts it
+        root, lock_fd = mount_image(root, machine, read_only, settings.ephemeral, cleanups)
     trees.check_tree(root, settings, image)
     root = os.path.realpath(root)
     from ..config.environ import lock_trees
@@ -101,7 +101,7 @@ def _tree(settings, cleanups: list) -> tuple[Tree, str]:
         if settings.ephemeral:
             from .snapshot import ephemeral_layer
             ephemeral_dir = ephemeral_layer(root, cleanups)
-    if settings.ephemeral:
+    if settings.ephemeral and not settings.machine:   # a name given with -M is kept (nspawn)
         machine = f"{machine}-{os.urandom(8).hex()}"[:64]
     return Tree(root, lock_fd, ephemeral_dir, image), machine
 
@@ -145,7 +145,8 @@ def _console(settings) -> Console:
 def _etc_steps(settings, tree: Tree) -> list:
     from ..pid1.etcfiles import resolv_conf_step, timezone_step
     read_only = (settings.read_only or settings.volatile == "state"  # what /etc is on
-                 or (tree.image is not None and os.statvfs(tree.root).f_flag & os.ST_RDONLY))
+                 or (tree.image is not None and settings.volatile == "no"
+                     and os.statvfs(tree.root).f_flag & os.ST_RDONLY))
     return [step for step in (  # nspawn's order: /etc/localtime first
         timezone_step(settings.timezone, read_only),
         resolv_conf_step(settings.resolv_conf, settings.private_net, read_only)) if step]

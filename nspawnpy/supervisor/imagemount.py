@@ -22,7 +22,6 @@ from . import loopdev
 from .cleanups import Cleanup
 
 MOUNT_BASE = "/tmp"
-DISCARD_TYPES = ("btrfs", "ext4", "vfat", "xfs")
 NORECOVERY_TYPES = ("ext4", "xfs", "btrfs")   # read-only mounts that must not replay a log
 READ_ONLY_TYPES = ("squashfs", "erofs")        # mounted read-only whatever else is asked
 FICLONE = 0x40049409
@@ -178,11 +177,9 @@ def mount_parts(image: str, fd: int, parts: list, root: str, read_only: bool) ->
 
 
 def _mount_part(image: str, device: int, part, root: str, ro: bool, boot_used: bool) -> None:
-    options = [o for o, wanted in (("discard", part.fstype in DISCARD_TYPES),
-                                   ("norecovery", ro and part.fstype in NORECOVERY_TYPES))
-               if wanted]
+    options = ["norecovery"] if ro and part.fstype in NORECOVERY_TYPES else []
     flags = linux.MS_NODEV | (linux.MS_RDONLY if ro else 0)
-    source = loopdev.device_path(device)
+    source = f"/proc/self/fd/{device}"   # as nspawn 252 names it (no path lookup either)
     try:
         if part.where == "/":
             linux.mount(source, root, part.fstype, flags, ",".join(options) or None)

@@ -53,8 +53,3 @@ def _configure(number: int, image_fd: int, offset: int, size: int, read_only: bo
             return None
         raise
     return device
-
-
-def device_path(device_fd: int) -> str:
-    """/dev/loopN of an open loop device (for mount(2) and error messages)."""
-    return os.readlink(f"/proc/self/fd/{device_fd}")

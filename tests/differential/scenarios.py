@@ -293,6 +293,8 @@ MOUNTS = [
     _s("volatile-state", "--volatile=state"),
     _s("volatile-overlay", "--volatile=overlay"),
     _s("ephemeral", "-x"),
+    _s("ephemeral-named", "-x", "-M", "{machine}",
+       note="a name given with -M is kept (no random suffix)"),
     _s("template", "--template={scratch}/template", setup=_tree_as_template),
 ]
 

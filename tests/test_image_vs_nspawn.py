@@ -1,0 +1,82 @@
+"""-i compared with systemd-nspawn 252 on the same image: the probe's view of the container
+(tests/differential/probe.sh) under both tools, for a single ext4 file system image and the
+options that change how the image is mounted. nspawn 252 wants udev for -i; it gets a fake
+udev control socket (tests/fakeudev.py), which is all it needs for an image without a
+partition table. The differences allowed are listed, with their reasons, in EXPLAINED."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import diskimage
+import rootfs
+import testhost
+from conftest import PYTHON, _nspawnpy_env, leftovers, skip_unless
+
+HERE = Path(__file__).resolve().parent
+from differential import facts as factlib  # noqa: E402
+
+COMMON = ("--register=no", "-q", "--keep-unit", "--console=pipe")
+# fact (regular expression) -> why it differs
+EXPLAINED = {
+    r"mountinfo\./#0\.source": "the loop device's descriptor number (/proc/self/fd/N) in "
+                               "each tool's process",
+    r"mountinfo\./#0\.dev": "which loop device each run got",
+    r"mountinfo\./run/host/incoming#\d\.\w+": "nspawn's /run is tests/fakeudev.py's overlay",
+    r"mountinfo\./#0\.super": "--volatile=overlay only: the overlay's layers are named by "
+                              "nspawn's temporary directories and by nspawnpy's descriptors",
+}
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory):
+    skip_unless(testhost.systemd_nspawn(), "systemd-nspawn is not installed")
+    skip_unless(subprocess.run(["which", "unshare"], capture_output=True).returncode == 0,
+                "unshare is missing (util-linux)")
+    d = Path(tmp_path_factory.mktemp("imgvs"))
+    tree = rootfs.busybox_tree(d / "tree")
+    (tree / "usr/bin/probe").write_bytes((HERE / "differential/probe.sh").read_bytes())
+    (tree / "usr/bin/probe").chmod(0o755)
+    (tree / "lost+found").mkdir(0o700)
+    yield diskimage.ext4(d / "vs.raw", tree)
+    assert leftovers(str(d)) == []
+
+
+def run(tool: str, image: Path, machine: str, options: tuple) -> tuple[int, dict, str]:
+    argv = [*COMMON, "-M", machine, *options, "-i", str(image), "/usr/bin/probe"]
+    if tool == "nspawnpy":
+        cmd, env = [PYTHON, "-m", "nspawnpy", *argv], _nspawnpy_env()
+    else:
+        cmd, env = [PYTHON, str(HERE / "fakeudev.py"), testhost.systemd_nspawn(), *argv], None
+    with testhost.ScratchCgroup("img") as cg:
+        r = subprocess.run(cmd, preexec_fn=cg.enter, env=env, capture_output=True, text=True,
+                           timeout=60, stdin=subprocess.DEVNULL)
+    if tool != "nspawnpy":
+        testhost.clean_nspawn_runtime(machine)
+    ctx = factlib.Context(str(image.parent / "tree"), str(image.parent), machine)
+    return r.returncode, factlib.facts(r.stdout, ctx), r.stderr
+
+
+@pytest.mark.parametrize("options", [(), ("--read-only",), ("-U",), ("--read-only", "-U"),
+                                     ("--volatile=state",), ("--volatile=overlay",), ("-x",),
+                                     ("--private-network",)], ids=" ".join)
+def test_the_container_on_an_image_looks_as_under_systemd_nspawn(image, options):
+    machine = f"imgvs-{secrets.token_hex(3)}"
+    theirs_status, theirs, theirs_err = run("systemd-nspawn", image, machine, options)
+    ours_status, ours, ours_err = run("nspawnpy", image, machine, options)
+    assert theirs.get("probe.complete") == "yes", theirs_err
+    assert ours_status == theirs_status and ours["probe.complete"] == "yes", ours_err
+    differing = {k: (theirs.get(k), ours.get(k)) for k in set(theirs) | set(ours)
+                 if theirs.get(k) != ours.get(k)}
+    unexplained = {k: v for k, v in differing.items()
+                   if not any(re.fullmatch(p, k) for p in EXPLAINED)
+                   or (k == "mountinfo./#0.super" and "--volatile=overlay" not in options)}
+    assert unexplained == {}
+    assert "mountinfo./#0.source" not in differing or \
+        re.fullmatch(r"/proc/self/fd/\d+", differing["mountinfo./#0.source"][1])
