@@ -359,6 +359,26 @@ def test_a_plain_directory_run_imports_none_of_the_image_code(busybox_root, repo
     assert r.stdout.strip().endswith("[]"), r.stdout + r.stderr
 
 
+def test_a_start_removes_mount_points_of_killed_runs_but_not_those_in_use(run_nspawnpy,
+                                                                         ext4_image):
+    import fcntl
+    stale = Path(f"/tmp/nspawnpy-root-test-stale-{secrets.token_hex(4)}")
+    used = Path(f"/tmp/nspawnpy-root-test-used-{secrets.token_hex(4)}")
+    for d in (stale, used):
+        d.mkdir()
+        os.utime(d, (time.time() - 600, time.time() - 600))
+    held = os.open(used, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        sh(run_nspawnpy, "-i", ext4_image, script="true", check=0)
+        assert (stale.exists(), used.exists()) == (False, True)
+    finally:
+        os.close(held)
+        for d in (stale, used):
+            if d.exists():
+                d.rmdir()
+
+
 # -- the same view as -D ---------------------------------------------------------------------
 
 # What legitimately differs between -D TREE and -i IMAGE-OF-TREE: the root mount itself (its

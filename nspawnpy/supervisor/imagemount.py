@@ -22,6 +22,8 @@ from . import loopdev
 from .cleanups import Cleanup
 
 MOUNT_BASE = "/tmp"
+MOUNT_PREFIX = "nspawnpy-root-"
+STALE_AFTER = 60   # seconds: a mount point this old and unlocked belongs to a dead run
 NORECOVERY_TYPES = ("ext4", "xfs", "btrfs")   # read-only mounts that must not replay a log
 READ_ONLY_TYPES = ("squashfs", "erofs")        # mounted read-only whatever else is asked
 FICLONE = 0x40049409
@@ -117,14 +119,20 @@ def enter_private_namespace() -> None:
 
 
 def make_mount_point(machine: str, cleanups: list) -> str:
-    """/tmp/nspawnpy-root-MACHINE-XXXXXXXX, empty on the host (the mounts are ours alone)."""
+    """/tmp/nspawnpy-root-MACHINE-XXXXXXXX, empty on the host (the mounts are ours alone),
+    flocked while in use: a run killed before its janitor existed leaves one behind, which
+    the next -i start removes (remove_stale_mount_points)."""
+    import fcntl
     import tempfile
-    root = tempfile.mkdtemp(prefix=f"nspawnpy-root-{machine}-", dir=MOUNT_BASE)
-    cleanups.append(Cleanup("image_mount_point", (root,)))
+    remove_stale_mount_points()
+    root = tempfile.mkdtemp(prefix=f"{MOUNT_PREFIX}{machine}-", dir=MOUNT_BASE)
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    cleanups.append(Cleanup("image_mount_point", (root, fd), (fd,)))
     return root
 
 
-def remove_mount_point(root: str) -> None:
+def remove_mount_point(root: str, lock_fd: int | None = None) -> None:
     """Unmount what is left in our namespace (lazily: PID 1 may still hold a copy) and
     remove the directory."""
     try:
@@ -135,6 +143,37 @@ def remove_mount_point(root: str) -> None:
         os.rmdir(root)
     except OSError:
         pass
+    if lock_fd is not None:
+        try:
+            os.close(lock_fd)
+        except OSError:
+            pass
+
+
+def remove_stale_mount_points() -> None:
+    """Remove mount points of earlier runs that nobody holds (their run was killed during
+    set-up) and that are older than a start takes. One in use is never removed: on the host
+    it is an empty directory, but removing it would detach the mounts of the run using it."""
+    import fcntl
+    import time
+    try:
+        names = [n for n in os.listdir(MOUNT_BASE) if n.startswith(MOUNT_PREFIX)]
+    except OSError:
+        return
+    for name in names:
+        path = f"{MOUNT_BASE}/{name}"
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            if time.time() - os.fstat(fd).st_mtime > STALE_AFTER:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                os.rmdir(path)
+        except OSError:
+            pass   # in use, not empty, or gone meanwhile
+        finally:
+            os.close(fd)
 
 
 def mount_image(image: str, machine: str, read_only: bool, ephemeral: bool,
