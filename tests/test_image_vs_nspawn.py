@@ -80,3 +80,46 @@ def test_the_container_on_an_image_looks_as_under_systemd_nspawn(image, options)
     assert unexplained == {}
     assert "mountinfo./#0.source" not in differing or \
         re.fullmatch(r"/proc/self/fd/\d+", differing["mountinfo./#0.source"][1])
+
+
+def search_run(tool: str, machine: str) -> tuple[int, str]:
+    argv = [*COMMON, "-M", machine, "/bin/sh", "-c", "head -1 /etc/os-release"]
+    cmd = [PYTHON, "-m", "nspawnpy", *argv] if tool == "nspawnpy" else \
+        [PYTHON, str(HERE / "fakeudev.py"), testhost.systemd_nspawn(), *argv]
+    with testhost.ScratchCgroup("imgs") as cg:
+        r = subprocess.run(cmd, preexec_fn=cg.enter, capture_output=True, text=True, timeout=60,
+                           env=_nspawnpy_env() if tool == "nspawnpy" else None,
+                           stdin=subprocess.DEVNULL)
+    if tool != "nspawnpy":
+        testhost.clean_nspawn_runtime(machine)
+    return r.returncode, r.stdout
+
+
+def test_machine_search_picks_the_directory_or_raw_image_systemd_nspawn_picks(image):
+    """NAME.raw in /var/lib/machines beats a directory NAME further down the search path; a
+    directory NAME beats NAME.raw in the same place; a symlink NAME.raw is followed."""
+    import shutil
+    name = f"nspawnpy-test-imgs-{secrets.token_hex(3)}"
+    raw, var_dir = Path(f"/var/lib/machines/{name}.raw"), Path(f"/var/lib/machines/{name}")
+    local_dir = Path(f"/usr/local/lib/machines/{name}")
+    tree = image.parent / "tree"
+    try:
+        local_dir.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(image, raw)
+        shutil.copytree(tree, local_dir, symlinks=True)
+        (local_dir / "etc/os-release").write_text("NAME=usr-local-dir\n")
+        seen = [search_run(tool, name) for tool in ("systemd-nspawn", "nspawnpy")]
+        shutil.copytree(tree, var_dir, symlinks=True)
+        (var_dir / "etc/os-release").write_text("NAME=var-dir\n")
+        seen += [search_run(tool, name) for tool in ("systemd-nspawn", "nspawnpy")]
+        shutil.rmtree(var_dir)
+        raw.unlink()
+        raw.symlink_to(image)
+        seen += [search_run(tool, name) for tool in ("systemd-nspawn", "nspawnpy")]
+        assert [s[1] for s in seen] == ['NAME=BusyBox\n'] * 2 + ["NAME=var-dir\n"] * 2 + \
+            ['NAME=BusyBox\n'] * 2, seen
+    finally:
+        for d in (var_dir, local_dir):
+            shutil.rmtree(d, ignore_errors=True)
+        if raw.is_symlink() or raw.exists():
+            raw.unlink()
