@@ -32,6 +32,17 @@ def maps(pid: int) -> str:
         return ""
 
 
+def catches_sigterm(pid: int) -> bool:
+    """The slim image has its handlers in (an image mid-exec has none, and no command line)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    return bool(int(fields["SigCgt"], 16) & (1 << (signal.SIGTERM - 1))) \
+        and not int(fields["SigBlk"], 16) & (1 << (signal.SIGTERM - 1))
+
+
 def slimmed(proc: subprocess.Popen, timeout: float = 15) -> dict:
     """Wait until the supervisor has set up (ctypes mapped), then until it runs its slim image
     (ctypes gone); returns what it was before: comm, cmdline."""
@@ -39,8 +50,8 @@ def slimmed(proc: subprocess.Popen, timeout: float = 15) -> dict:
              step=0.005, what="the set-up image")
     before = {"comm": Path(f"/proc/{proc.pid}/comm").read_text(),
               "cmdline": Path(f"/proc/{proc.pid}/cmdline").read_bytes()}
-    wait_for(lambda: "_ctypes" not in maps(proc.pid) or proc.poll() is not None,
-             timeout=timeout, what="the slim image")
+    wait_for(lambda: ("_ctypes" not in maps(proc.pid) and catches_sigterm(proc.pid))
+             or proc.poll() is not None, timeout=timeout, what="the slim image")
     assert proc.poll() is None, proc.stderr.read() if proc.stderr else proc.returncode
     return before
 
