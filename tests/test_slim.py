@@ -298,6 +298,15 @@ def test_a_failed_exec_carries_on_in_the_set_up_image(busybox_root, tmp_path):
         assert proc.stderr.read() == b""
 
 
+def test_with_a_stub_init_the_supervisor_keeps_its_set_up_image(busybox_root):
+    # -a's stub shares the set-up image's pages with us; after our exec it would hold them alone
+    with service(busybox_root, "--console=pipe", "-a", "/bin/sh", "-c", "sleep 2.5; exit 5") as proc:
+        wait_for(lambda: (STATE / busybox_root.name).exists(), step=0.005, what="the record")
+        time.sleep(1.8)
+        assert "_ctypes" in maps(proc.pid)
+        assert proc.wait(timeout=30) == 5, proc.stderr.read()
+
+
 def test_the_handover_crosses_as_typed_records_and_refuses_anything_else():
     from nspawnpy.supervisor import handover as h
     from nspawnpy.supervisor.cleanups import Cleanup
