@@ -2,7 +2,8 @@
 protective MBR, header at LBA 1, entry array, both checked by CRC32) and the plain MBR's
 four primary entries. The image is hostile: every count, size and offset it states is
 checked against the file before it is used, and any inconsistency is a PartitionTableError
-(a one-line reason, without the image's name: the caller adds it).
+(a one-line reason, without the image's name: the caller adds it); an entry outside the
+usable area the header states is ignored, as libblkid (so systemd-nspawn) ignores it.
 
 Runs in: the host side, before clone (reads through a file descriptor, mounts nothing).
 """
@@ -99,17 +100,17 @@ def _read_table(fd: int, image_size: int, sector: int) -> list[Partition]:
         entry = ENTRY.unpack_from(array, index * entry_size)
         if entry[0] == bytes(16):
             continue
-        partitions.append(_partition(index + 1, entry, sector, first_usable, last_usable))
+        if not first_usable <= entry[2] <= entry[3] <= last_usable:
+            continue   # outside the usable area: ignored, as blkid ignores it
+        partitions.append(_partition(index + 1, entry, sector))
         if len(partitions) > MAX_PARTITIONS:
             raise PartitionTableError(f"more than {MAX_PARTITIONS} partitions")
     check_no_overlap(partitions)
     return partitions
 
 
-def _partition(number, entry, sector, first_usable, last_usable) -> Partition:
+def _partition(number, entry, sector) -> Partition:
     type_raw, uuid_raw, first, last, flags, name = entry
-    if not first_usable <= first <= last <= last_usable:
-        raise PartitionTableError(f"partition {number} lies outside the disk's usable area")
     label = name.decode("utf-16-le", errors="replace").split("\0", 1)[0]
     return Partition(number, guid(type_raw), guid(uuid_raw), first * sector,
                      (last - first + 1) * sector, flags, label)

@@ -43,6 +43,7 @@ MAGICS = (
     ("f2fs", 1024, b"\x10\x20\xf5\xf2"), ("crypto_LUKS", 0, b"LUKS\xba\xbe"),
     ("swap", 4086, b"SWAPSPACE2"),
 )
+UNIDENTIFIED = "Couldn't identify a suitable partition table or file system."
 NOT_BOOTABLE = ("Note that the disk image needs to either contain only a single MBR partition "
                 "of type 0x83 that is marked bootable, or a single GPT partition of type "
                 "0FC63DAF-8483-4772-8E79-3D69D8477DE4 or follow "
@@ -74,10 +75,9 @@ def dissect(fd: int, image: str) -> list[ImagePart]:
         mbr = gpt.read_mbr(fd)
         if mbr is not None:
             return _from_mbr(fd, image, mbr, size)
-    except gpt.PartitionTableError as e:
-        raise UserError(f"{image}: Bad partition table: {e}.") from None
-    raise UserError(f"{image}: Couldn't identify a suitable partition table or file system. "
-                    + NOT_BOOTABLE)
+    except gpt.PartitionTableError as e:   # nspawn finds no table there; we say why
+        raise UserError(f"{image}: {UNIDENTIFIED[:-1]} (bad partition table: {e}).") from None
+    raise UserError(f"{image}: {UNIDENTIFIED} {NOT_BOOTABLE}")
 
 
 def _block_size(fd: int) -> int:
@@ -138,7 +138,8 @@ def _from_mbr(fd: int, image: str, mbr: list, size: int) -> list[ImagePart]:
     first, count = roots[0]
     start, length = first * 512, count * 512
     if first == 0 or start + length > size:
-        raise UserError(f"{image}: Bad partition table: partition 1 lies outside the image.")
+        raise UserError(f"{image}: {UNIDENTIFIED[:-1]} (bad partition table: partition 1 "
+                        "lies outside the image).")
     fstype = fstype_at(fd, start, length)
     if fstype is None:
         raise UserError(f"{image}: File system type not supported or not known.")

@@ -71,7 +71,8 @@ def run_once(plan) -> int:
         from ..pid1.caps import current_bounding
         if plan.kept_caps & ~current_bounding():
             log("Some capabilities will not be set because they are not in the current bounding set.")
-    idmap = plan.userns.prepare_tree(plan.tree.root) if plan.userns is not None else None
+    idmap = plan.userns.prepare_tree(plan.tree.root, plan.tree.image is not None) \
+        if plan.userns is not None else None
     sys.stdout.flush()
     import gc
     from ..pid1 import caps

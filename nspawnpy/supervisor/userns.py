@@ -59,10 +59,11 @@ class Userns:
             lines.append(f"{start} {self.base + start} {self.size - start}\n")
         return "".join(lines)
 
-    def prepare_tree(self, root: str):
+    def prepare_tree(self, root: str, with_submounts: bool = False):
         """Fix up the tree's ownership before the container starts: an ID-mapped clone of
         its root for the set-up process to put in place of its bind mount (an IdMap), or a
-        recursive chown (None)."""
+        recursive chown (None). *with_submounts*: the clone takes the mounts below the root
+        along, each ID-mapped (a disk image's partitions, which nspawn maps one by one)."""
         if self.ownership in ("map", "auto") and self.base != 0:
             from .. import linux
             from ..plan.idmap import mapping_userns
@@ -71,8 +72,11 @@ class Userns:
                 # As nspawn's: the host's root also maps (to the last ID), so that the set-up
                 # process can create files through the ID-mapped tree.
                 userns_fd = mapping_userns(f"{self.map_line()}{HOST_ROOT_ALIAS} 0 1\n")
-                tree = linux.open_tree(root, linux.OPEN_TREE_CLONE | linux.OPEN_TREE_CLOEXEC)
-                linux.mount_setattr(tree, linux.MOUNT_ATTR_IDMAP, userns_fd)
+                recursive = linux.AT_RECURSIVE if with_submounts else 0
+                tree = linux.open_tree(root, linux.OPEN_TREE_CLONE | linux.OPEN_TREE_CLOEXEC
+                                       | recursive)
+                linux.mount_setattr(tree, linux.MOUNT_ATTR_IDMAP, userns_fd,
+                                    flags=linux.AT_EMPTY_PATH | recursive)
                 return IdMap(tree, userns_fd)
             except OSError as e:
                 for fd in (tree, userns_fd):
