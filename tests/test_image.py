@@ -388,6 +388,16 @@ def test_a_start_removes_mount_points_of_killed_runs_but_not_those_in_use(run_ns
                 d.rmdir()
 
 
+def test_a_luks_encrypted_root_is_refused_in_one_line(run_nspawnpy, scratch):
+    skip_unless(os.uname().machine == "x86_64", "the test image's root type is x86-64's")
+    image = diskimage.gpt(scratch / "luks.raw", [diskimage.Part(
+        diskimage.ROOT_X86_64, b"LUKS\xba\xbe\0\x02" + bytes((1 << 20) - 8))])
+    r = sh(run_nspawnpy, "-i", image, script="true", check=1)
+    assert r.stderr.strip() == f"{image}: Encrypted (LUKS) file systems are not supported by " \
+                               "nspawnpy."
+    assert nothing_left(image) == []
+
+
 # -- the same view as -D ---------------------------------------------------------------------
 
 # What legitimately differs between -D TREE and -i IMAGE-OF-TREE: the root mount itself (its
