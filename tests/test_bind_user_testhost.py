@@ -3,7 +3,8 @@ for the test (this machine's user database is never touched): a password hash, a
 password ('!') and none ('*'); homes with files. What the payload sees must be the same under
 both tools: the UID/GID maps, /run/host/home and /run/host/userdb (names, kinds, owners,
 modes, link targets, the records' exact bytes), the mounts there, and, in a Debian guest whose
-nss-systemd reads the records, the user as getent and `-u` see it and a file it makes."""
+nss-systemd reads the records (run as a command, and booted), the user as getent and `-u` see
+it and a file it makes."""
 
 from __future__ import annotations
 
@@ -161,3 +162,32 @@ def test_user_without_a_group_entry_is_refused_as_by_nspawn(host, busybox):
     assert theirs.returncode == ours.returncode == 1
     assert ours.stderr == theirs.stderr.replace("\n", " (--bind-user=)\n"), (theirs.stderr, ours.stderr)
     assert ours.stderr.startswith("Failed to resolve group of user 'bindorphan': ")
+
+
+GUEST_LEADER = ("for p in $(pgrep -x systemd); do "
+                "[ $(readlink /proc/$p/ns/pid) != $(readlink /proc/1/ns/pid) ] && "
+                "grep -q /{unit} /proc/$p/cgroup && echo $p; done")
+
+
+def test_booted_debian_guest_resolves_the_user_as_under_nspawn(host, debian):
+    seen = []
+    for tool in ("systemd-nspawn", "nspawnpy"):
+        unit = f"bindboot-{tool}.service"
+        try:
+            host.run(["systemd-run", "-q", f"--unit={unit}", "-p", "Delegate=yes", "--", tool,
+                      "--register=no", "--keep-unit", "-q", "-b", "-U", "--bind-user=bindpw",
+                      "-D", debian])
+            leader = host.wait_until(GUEST_LEADER.format(unit=unit)).split()[0]
+            guest = ["nsenter", "-t", leader, "-a"]
+            host.wait_until(f"{' '.join(guest)} systemctl is-system-running | "
+                            "grep -Eqx 'running|degraded'", timeout=60)
+            seen.append(host.run([*guest, "sh", "-c", "getent passwd bindpw; getent group bindpw; "
+                                  "stat -c '%u %g %a' /run/host/home/bindpw/note"]).stdout)
+            # (from inside: stopping the unit signals every process in it, the guest's too)
+            host.run([*guest, "systemctl", "poweroff"])
+            host.wait_until(f"! systemctl is-active -q {unit}", timeout=30)
+        finally:
+            host.stop_unit(unit)
+    assert seen[1] == seen[0]
+    assert seen[1].splitlines() == ["bindpw:x:60514:60514:bindpw:/run/host/home/bindpw:/bin/bash",
+                                    "bindpw:x:60514:", "60514 60514 640"]
