@@ -264,3 +264,25 @@ def test_terminating_a_scope_machine_halts_its_guest_through_the_supervisor(host
         host.wait_until("grep -q 'Halting system' /tmp/scb.log", timeout=15)
     finally:
         host.run(["machinectl", "kill", "scb", "-s", "KILL"], check=False)
+
+
+def test_a_reboot_in_place_of_a_scope_machine_clones_its_next_pid_1_with_one_thread(host):
+    """machined's Controller connection runs in a thread; PID 1 comes from a raw clone(),
+    which must find no other thread (glibc's copy of one can hang the child): the first
+    run's Controller is gone before the second run's clone, which then starts its own."""
+    busybox_guest(host, "bbr")
+    root = host.root / MACHINES.lstrip("/") / "bbr"
+    (root / "etc/inittab").write_text(
+        "::sysinit:/bin/sh -c '[ -e /booted ] || { touch /booted; reboot -f; }'\n"
+        "::once:/bin/sleep 100\n")
+    host.run(f"nspawnpy -q -U -b -D {MACHINES}/bbr >/tmp/bbr.log 2>&1 </dev/null &")
+    try:
+        host.wait_until("L=$(machinectl show bbr -p Leader --value) && pgrep -P $L -x sleep",
+                        timeout=30)  # the second boot's
+        assert (root / "booted").exists()
+        leader = host.run(["machinectl", "show", "bbr", "-p", "Leader", "--value"]).stdout.strip()
+        supervisor = host.run(["ps", "-o", "ppid=", "-p", leader]).stdout.strip()
+        threads = host.run(f"ls /proc/{supervisor}/task | wc -l").stdout.strip()
+        assert threads == "2", threads  # ourselves and this run's Controller
+    finally:
+        host.run(["machinectl", "kill", "bbr", "-s", "KILL"], check=False)

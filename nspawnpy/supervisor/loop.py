@@ -80,6 +80,7 @@ def run_once(plan) -> int:
     # The set-up's objects are frozen: no later collection in the supervisor, PID 1 or
     # the janitor walks them, so their pages stay shared copy-on-write.
     gc.freeze()
+    wait_until_one_thread()
     if plan.userns is None:
         pid = linux.clone(flags)
         if pid == 0:
@@ -90,6 +91,17 @@ def run_once(plan) -> int:
     else:
         pid = start_in_userns(plan, flags, sync, child_sync, notify, idmap)
     return Supervisor(plan, pid, sync, notify).run()
+
+
+def wait_until_one_thread(timeout: float = 5.0) -> None:
+    """PID 1 comes from a raw clone(), which runs none of the C library's fork handlers: a
+    thread of ours alive (or ending) then leaves the child locks and a thread list it can
+    hang on. Only a reboot in place after machined's Controller thread could meet one; its
+    teardown ends it (register.unregister), and here we wait until the kernel has let it go."""
+    import time
+    deadline = time.monotonic() + timeout
+    while len(os.listdir("/proc/self/task")) > 1 and time.monotonic() < deadline:
+        time.sleep(0.001)
 
 
 def start_in_userns(plan, flags: int, sync, child_sync, notify, idmap) -> int:

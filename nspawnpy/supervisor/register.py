@@ -72,6 +72,7 @@ class Registration(Record):
 
 
 def unregister(machine: str) -> None:
+    _stop_controller()
     try:
         _run(_call_ignoring_errors(machine))
     except Exception:  # noqa: BLE001 - nspawn ignores failures here too
@@ -115,6 +116,26 @@ async def _call(bus, member: str, signature: str = "", body=(), interface: str =
     return reply.body
 
 
+_controller = None  # (thread, its event loop, its bus) while the scope's Controller is connected
+
+
+def _stop_controller() -> None:
+    """Disconnect the Controller and wait for its thread to end: a reboot in place clones the
+    next PID 1 with a raw clone(), which must find no other thread (glibc's copy of a live
+    one can hang the child, e.g. -U's setgroups() waiting for it)."""
+    global _controller
+    if _controller is None:
+        return
+    thread, loop, bus = _controller
+    _controller = None
+    if thread.is_alive():  # (not in the janitor: a fork has only the forking thread)
+        try:
+            loop.call_soon_threadsafe(bus.disconnect)
+        except RuntimeError:
+            pass  # its loop has just closed
+        thread.join(5)
+
+
 def _create_with_controller(machine: str, body: list) -> None:
     """CreateMachineWithNetwork from a thread that stays connected as the scope's Controller:
     stopping the scope (machinectl terminate) then sends us RequestStop instead of signalling
@@ -142,6 +163,9 @@ def _create_with_controller(machine: str, body: list) -> None:
                 os.kill(os.getpid(), SIGTERM)
 
         bus.add_message_handler(on_message)
+        global _controller
+        import asyncio
+        _controller = (threading.current_thread(), asyncio.get_running_loop(), bus)
         outcome.put(None)
         await bus.wait_for_disconnect()
 
