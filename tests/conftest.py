@@ -7,6 +7,7 @@
                        (past the timeout: hangdiag.Hung, what the run was doing)
   busybox_root         fresh busybox tree per test, under /var/tmp, removed afterwards
   debian_root          fresh Debian bookworm tree per test (from the cached tarball)
+  netns                path of a fresh named network namespace (ip netns), removed afterwards
   testhost             session-wide systemd test host (see testhost.TestHost)
   systemd_nspawn       run_systemd_nspawn(args, ...) for the installed systemd-nspawn (skips if absent)
 
@@ -160,6 +161,17 @@ def busybox_root():
         yield rootfs.busybox_tree(d / f"bb-{secrets.token_hex(3)}")
     finally:
         _remove_scratch(d)
+
+
+@pytest.fixture
+def netns():
+    skip_unless(shutil.which("ip"), "iproute2 is not installed")
+    name = f"nspawnpy-ns-{secrets.token_hex(3)}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        yield f"/run/netns/{name}"
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=True)
 
 
 @pytest.fixture

@@ -4,28 +4,14 @@ messages); ID-mapped binds (idmap, rootidmap) work under -U as in nspawn."""
 
 import os
 import re
-import secrets
-import shutil
 import subprocess
 
 import pytest
 
-from conftest import skip_unless
 
 COMMON = ("--register=no", "--keep-unit", "-q", "--console=pipe")
 SHOW = ("ip link 2>/dev/null | grep -c '^[0-9]'; cat /proc/self/uid_map | head -1; "
         "ls -lnd /mnt/b 2>/dev/null | cut -c1-30; touch /mnt/b/made 2>/dev/null && echo made")
-
-
-@pytest.fixture
-def netns():
-    skip_unless(shutil.which("ip"), "iproute2 is not installed")
-    name = f"nspawnpy-ref-{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        yield f"/run/netns/{name}"
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 @pytest.fixture

@@ -553,16 +553,6 @@ def test_no_cgroup_namespace_shows_the_hierarchy_with_our_cgroup_writable(tool, 
     same_as_nspawn(tool, "cgroup mounts", view)
 
 
-@pytest.fixture
-def netns():
-    name = f"nspawnpy-up-{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        yield f"/run/netns/{name}"
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=True)
-
-
 @upstream_case
 def test_network_namespace_path_of_a_fresh_namespace(tool, root, netns):
     r = tool.ok("-D", root, f"--network-namespace-path={netns}", "/bin/ip", "-o", "link")
