@@ -9,7 +9,7 @@ import os
 import struct
 
 from .. import intree, linux, protocol
-from ..linux import (MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REC,
+from ..linux import (MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC,
                      MS_REMOUNT, MS_SHARED, MS_SLAVE)
 from . import exec_payload as payload, kernelfs, mounts
 
@@ -369,10 +369,11 @@ def _own_unified_cgroup() -> str:
 
 def pivot(root: str) -> None:
     """Make the tree the root. pivot_root refuses a shared new root: it is only a slave (of the
-    host's peer group, where it came from a shared host mount) for the moment of the switch and
-    shared again afterwards (its mounts keep their peer groups)."""
+    host's peer group, where it came from a shared host mount) for the moment of the switch, or
+    private where a mount in it is its peer (a slave of its peers it would stay), and shared
+    again afterwards (its mounts keep their peer groups)."""
     os.chdir(root)
-    linux.mount(None, ".", None, MS_SLAVE)
+    linux.mount(None, ".", None, MS_PRIVATE if mounts.has_peers(".") else MS_SLAVE)
     linux.pivot_root(".", ".")
     linux.umount2(".", linux.MNT_DETACH)
     os.chdir("/")

@@ -325,3 +325,23 @@ def write_file(path: str, data: bytes, mode: int = 0o644) -> None:
         os.write(fd, data)
     finally:
         os.close(fd)
+
+
+def has_peers(path: str) -> bool:
+    """Whether the mount at `path` shares its peer group with another mount of our namespace
+    (a bind of a part of it, say)."""
+    fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    try:
+        with open(f"/proc/self/fdinfo/{fd}") as f:
+            mount_id = next(line.split()[1] for line in f if line.startswith("mnt_id:"))
+    finally:
+        os.close(fd)
+    groups, ours = [], None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split(" - ")[0].split()
+            group = next((field for field in fields[6:] if field.startswith("shared:")), None)
+            groups.append(group)
+            if fields[0] == mount_id:
+                ours = group
+    return ours is not None and groups.count(ours) > 1
