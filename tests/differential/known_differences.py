@@ -61,13 +61,12 @@ KNOWN: list[Known] = [
     # --- whole scenarios where only one tool runs the payload -------------------------------
 
     # --- issue 9 #3: propagation and /run/host/incoming ------------------------------------
-    *[_explained("bind-container-relative", f"mountinfo.{where}#0.propagation",
-                 "a deliberate improvement: the container's root is switched to with pivot_root "
-                 "(nspawn 252 moves it onto / and chroots, which a chroot break-out escapes); "
-                 "pivot_root takes the root out of the tree's peer group, so a bind of a path "
-                 "inside the tree (+SRC) stays in that group while the root is a slave of it, "
-                 "shared in a group of its own; under nspawn both are peers in one group")
-      for where in ("/", "/mnt/etc")],
+    _explained("bind-container-relative", "mountinfo./mnt/etc#0.propagation",
+               "a deliberate improvement: the container's root is switched to with pivot_root "
+               "(nspawn 252 moves it onto / and chroots, which a chroot break-out escapes); "
+               "pivot_root takes the root out of its peer group (made private for the switch, "
+               "as a bind of a part of it is its peer), so a bind of a path inside the tree "
+               "(+SRC) is shared in a group of its own where nspawn's shares the root's"),
 
     # --- issue 9 #4: mount options and stacking ------------------------------------------
 
