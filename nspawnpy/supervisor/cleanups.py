@@ -25,27 +25,34 @@ def _rmtree(path: str, lock_fd=None) -> None:
     import shutil
     shutil.rmtree(path, ignore_errors=True)
     if lock_fd is not None:
-        _close(lock_fd)
+        close_quietly(lock_fd)
 
 
 def _rmtree_at(dir_fd: int, name: str) -> None:
     import shutil
     shutil.rmtree(name, dir_fd=dir_fd, ignore_errors=True)
-    _close(dir_fd)
+    close_quietly(dir_fd)
 
 
-def _unlink(path: str) -> None:
+def unlink_quietly(path: str) -> None:
+    """Remove *path* if it is still there."""
     try:
         os.unlink(path)
     except FileNotFoundError:
         pass
 
 
-def _close(fd: int) -> None:
+def close_quietly(fd: int) -> None:
     try:
         os.close(fd)
     except OSError:
         pass  # closed already (the supervisor's and the janitor's list are one)
+
+
+def _release_lock(lock_path: str, lock_fd: int) -> None:
+    """Drop a lock file's lock: the file goes, then our descriptor; safe to run twice."""
+    unlink_quietly(lock_path)
+    close_quietly(lock_fd)
 
 
 _HERE = __name__
@@ -53,11 +60,11 @@ _HERE = __name__
 EXECUTORS = {
     "rmtree": (_HERE, "_rmtree"),                       # (path[, lock fd]): scratch trees
     "rmtree_at": (_HERE, "_rmtree_at"),                 # (dir fd, name): an in-tree work dir
-    "close": (_HERE, "_close"),                         # (fd,): an ID-mapped mount's fd
-    "unlink": (_HERE, "_unlink"),                       # (path,): an ephemeral image copy
+    "close": (_HERE, "close_quietly"),                         # (fd,): an ID-mapped mount's fd
+    "unlink": (_HERE, "unlink_quietly"),                       # (path,): an ephemeral image copy
     "image_mount_point": ("nspawnpy.supervisor.imagemount", "remove_mount_point"),  # (dir,)
     "journal_link": ("nspawnpy.plan.journal", "remove_made"),   # (path, dev, ino)
-    "userns_range": ("nspawnpy.supervisor.userns", "release"),  # (lock path, lock fd)
+    "userns_range": (_HERE, "_release_lock"),           # (lock path, lock fd): a picked range
     "tunnel": ("nspawnpy.supervisor.propagate", "teardown"),    # (path, fd)
     "cgroups": ("nspawnpy.supervisor.cgroup", "teardown"),      # (units left, cgroups made)
     "links": ("nspawnpy.supervisor.network", "teardown_links"),  # a Network's state

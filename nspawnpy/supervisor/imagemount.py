@@ -19,7 +19,7 @@ import os
 from .. import intree, linux
 from ..errors import UserError
 from . import loopdev
-from .cleanups import Cleanup
+from .cleanups import Cleanup, close_quietly, unlink_quietly
 
 MOUNT_BASE = "/tmp"
 MOUNT_PREFIX = "nspawnpy-root-"
@@ -105,13 +105,6 @@ def _copy_contents(source: int, dest: int) -> None:
         done += n
 
 
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
 def enter_private_namespace() -> None:
     """Our own mount namespace, receiving the host's mounts but sending none back."""
     linux.unshare(linux.CLONE_NEWNS)
@@ -144,10 +137,7 @@ def remove_mount_point(root: str, lock_fd: int | None = None) -> None:
     except OSError:
         pass
     if lock_fd is not None:
-        try:
-            os.close(lock_fd)
-        except OSError:
-            pass
+        close_quietly(lock_fd)
 
 
 def remove_stale_mount_points() -> None:
@@ -199,7 +189,7 @@ def mount_image(image: str, machine: str, read_only: bool, ephemeral: bool,
         raise UserError(f"Failed to set up loopback block device for {image}: "
                         f"{e.strerror or e}") from None
     if ephemeral:
-        _unlink(path)   # the loop devices hold it now
+        unlink_quietly(path)   # the loop devices hold it now
     return root, fd
 
 

@@ -66,6 +66,7 @@ def _lock_shared(path: str) -> int:
 def teardown(path: str, fd: int) -> None:
     """Remove the host end if no other run holds it, and it is still the one we locked."""
     import fcntl
+    from .cleanups import close_quietly
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         if _same(fd, path):
@@ -73,10 +74,7 @@ def teardown(path: str, fd: int) -> None:
     except OSError:
         pass  # another run uses it, it is gone, or machined left something below it
     finally:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
+        close_quietly(fd)
 
 
 def _same(fd: int, path: str) -> bool:

@@ -95,18 +95,6 @@ class Userns:
 HOST_ROOT_ALIAS = 2147483646
 
 
-def release(lock_path: str, lock_fd: int) -> None:
-    """Drop a picked range's lock (the Cleanup resolve() registers); safe to run twice."""
-    try:
-        os.unlink(lock_path)
-    except FileNotFoundError:
-        pass
-    try:
-        os.close(lock_fd)
-    except OSError:
-        pass
-
-
 class IdMap:
     """The tree's ID-mapped root mount and the user namespace that maps it (both fds)."""
 
@@ -114,12 +102,10 @@ class IdMap:
         self.tree, self.userns_fd = tree, userns_fd
 
     def close(self) -> None:
+        from .cleanups import close_quietly
         for fd in (self.tree, self.userns_fd):
             if fd is not None:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+                close_quietly(fd)
         self.tree = self.userns_fd = None
 
 
