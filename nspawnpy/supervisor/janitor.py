@@ -18,7 +18,7 @@ class Janitor:
         """*loop_fds*: the supervisor's own event sources (console pty, sockets), closed in
         the janitor at once: a copy held there would keep the console from ever reporting
         EOF (so the supervisor's last drain waited a second) and leak into cleanups."""
-        self.cleanups, self.container_pidfd = cleanups, container_pidfd
+        self.container_pidfd = container_pidfd
         read_end, self.write_end = os.pipe2(os.O_CLOEXEC)
         import gc
         import select  # noqa: F401 - for _watch, imported before the fork (shared pages)
@@ -37,11 +37,11 @@ class Janitor:
         os.close(read_end)
 
     @classmethod
-    def adopted(cls, pid: int, write_end: int, cleanups: list, container_pidfd: int):
+    def adopted(cls, pid: int, write_end: int, container_pidfd: int):
         """The janitor a previous image of this process forked (supervisor/slim.py)."""
         janitor = cls.__new__(cls)
         janitor.pid, janitor.write_end = pid, write_end
-        janitor.cleanups, janitor.container_pidfd = cleanups, container_pidfd
+        janitor.container_pidfd = container_pidfd
         return janitor
 
     def renewed(self, cleanups: list, loop_fds=()) -> "Janitor":

@@ -35,12 +35,8 @@ def run(plan) -> int:
             if status != EXIT_REBOOT or plan.settings.keep_unit:
                 return status
     finally:
-        run_cleanups(plan.cleanups)
-
-
-def run_cleanups(cleanups: list) -> None:
-    from .cleanups import run_all
-    run_all(cleanups, log)
+        from .cleanups import run_all
+        run_all(plan.cleanups, log)
 
 
 def clone_flags(plan) -> int:
@@ -223,9 +219,8 @@ class Supervisor(Events):
         then passes while PID 1 builds its file system. (Starting that wait earlier, in a
         thread, gained nothing once the thread had to end before the raw clone(), which must
         find no other thread: glibc's copy of one made -U's PID 1 hang in setgroups().)
-        A booted init needs a cgroup of its
-        own; a plain command stays in ours; machined's scope, if it makes one, is the
-        payload's own cgroup too."""
+        A booted init needs a cgroup of its own; a plain command stays in ours; machined's
+        scope, if it makes one, is the payload's own cgroup too."""
         registration = self.plan.registration
         scope = registration is not None and registration.makes_scope
         self.own_cgroup = scope or self.settings.boot or self.settings.keep_unit

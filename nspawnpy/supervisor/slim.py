@@ -41,7 +41,7 @@ class Slim(Events):
         self.rearm_at, self.terminating = h.rearm_at, h.terminating
         self.cleanups, self.held = list(h.cleanups), h.held
         from .janitor import Janitor
-        self.janitor = Janitor.adopted(h.janitor_pid, h.janitor_pipe, self.cleanups, h.pidfd)
+        self.janitor = Janitor.adopted(h.janitor_pid, h.janitor_pipe, h.pidfd)
         self.janitor_renewal = 0.0  # due at once: the loop forks the janitor (renew_janitor)
         self.published, self.child_error = True, None
         self.poller, self.handlers, self.status = None, {}, None
@@ -54,15 +54,9 @@ class Slim(Events):
         """A janitor forked from this image, the old one dismissed once the new one exists.
         Called by the loop before its first poll: forked once the loop is set up, the
         janitor shares most pages that the loop would otherwise write after the fork."""
-        import gc
-        from .janitor import Janitor
         self.janitor_renewal = None
-        old = self.janitor
-        gc.freeze()  # no collection walks (and copies) the pages the janitor shares
-        self.janitor = Janitor(self.cleanups, self.pidfd, [*self.loop_fds(), old.write_end])
-        old.dismiss()
+        self.janitor = self.janitor.renewed(self.cleanups, self.loop_fds())
         return timeout
-
 
 
 def resume() -> None:
