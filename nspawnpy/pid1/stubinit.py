@@ -29,6 +29,7 @@ def run(exec_payload) -> None:
     waits, none caught or ignored: main.reset_signal_dispositions at PID 1's start)."""
     import _signal
     rename_to_stub()  # before the fork: the payload may look at PID 1 at once
+    trim()  # (before it too: after it, PID 1 would reach its wait a malloc_trim() later)
     old_mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())
     pid = os.fork()
     if pid == 0:
@@ -40,7 +41,6 @@ def run(exec_payload) -> None:
         os.setsid()
     except OSError:
         pass
-    trim()
     status, action = _serve(pid)
     if action is not None:
         _reboot(LINUX_REBOOT_CMD_RESTART if action == "reboot" else LINUX_REBOOT_CMD_POWER_OFF)
